@@ -1,0 +1,1 @@
+"""Analysis of skill vectors: per-tensor statistics, heatmaps, cosine similarity."""

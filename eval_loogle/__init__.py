@@ -1,0 +1,1 @@
+"""LooGLE evaluation: closed-book answers, judging, scores."""

@@ -1,0 +1,1 @@
+"""Data preparation: LooGLE passages to SFT / RL / eval parquet for verl."""

@@ -1,0 +1,120 @@
+"""Every prompt template PaST uses, in one place: stage-1 tasks (summary, recall, continue),
+the QA proposer, the closed-book solver, and the judge with its strict verdict parser.
+
+Templates are plain `str.format` strings; each has a small function that fills it, so callers
+never format templates themselves. This module imports nothing heavy: the reward function
+and the judge server import it.
+"""
+
+import re
+
+# --- Stage 1: inject the passage's knowledge -------------------------------------------------
+
+SUMMARY_TEMPLATE = (
+    "Summarize the following excerpt from the document \"{title}\". Keep every name, date, number "
+    "and fact it states; do not add anything that is not in the excerpt.\n\n"
+    "Excerpt:\n{chunk}\n\nSummary:"
+)
+
+# recall/continue are built from the passage alone (no model): the answer is a verbatim span.
+RECALL_TEMPLATE = (
+    "Recite, word for word, part {part} of {n_parts} of the document \"{title}\"."
+)
+CONTINUE_TEMPLATE = (
+    "Continue the following text from the document \"{title}\" exactly as it appears in the "
+    "document.\n\n{prefix}"
+)
+
+# --- Stage 2 / RL data: questions about the passage -------------------------------------------
+
+PROPOSER_TEMPLATE = (
+    "You are writing a reading-comprehension test about the document \"{title}\".\n"
+    "From the excerpt below, write {n_questions} question-answer pairs. Each question must be "
+    "answerable from the excerpt alone, must name what it is about (no \"the passage\" or "
+    "\"the text\"), and each answer must be short and factual.\n"
+    "Reply with a JSON list only, like "
+    "[{{\"question\": \"...\", \"answer\": \"...\"}}].\n\n"
+    "Excerpt:\n{chunk}"
+)
+
+# Closed-book: the model must answer from what it learned, not from a context.
+SOLVER_TEMPLATE = (
+    "Answer the following question about \"{title}\" from your knowledge of that document. "
+    "Give a short, direct answer.\n\nQuestion: {question}\nAnswer:"
+)
+
+# Passage in context: the knowledge upper bound (LooGLE's QA prompt order: instruction, text,
+# question, answer cue).
+CONTEXT_SOLVER_TEMPLATE = (
+    "Please answer the question based on the long text below. Give a short, direct answer.\n\n"
+    "Long text:\n{context}\n\nQuestion: {question}\nAnswer:"
+)
+
+# --- Judge --------------------------------------------------------------------------------
+
+# The LooGLE / SEAL grader convention: yes/no against the gold answer, style ignored, extra
+# information allowed only if it does not contradict the gold answer.
+JUDGE_SYSTEM_PROMPT = (
+    "You are a strict grader. You decide whether a response answers a question correctly, "
+    "judged only against the gold answer."
+)
+JUDGE_TEMPLATE = (
+    "Question: {question}\n"
+    "Gold answer: {reference}\n"
+    "Response: {response}\n\n"
+    "Does the response give the same answer as the gold answer? Ignore wording, style, length "
+    "and formatting. Extra information is acceptable only if it does not contradict the gold "
+    "answer. A response that hedges between several answers, refuses, or is empty is wrong.\n"
+    "Reply with exactly one word: yes or no."
+)
+
+
+def summary_prompt(title, chunk):
+    return SUMMARY_TEMPLATE.format(title=title, chunk=chunk)
+
+
+def recall_prompt(title, part, n_parts):
+    return RECALL_TEMPLATE.format(title=title, part=part, n_parts=n_parts)
+
+
+def continue_prompt(title, prefix):
+    return CONTINUE_TEMPLATE.format(title=title, prefix=prefix)
+
+
+def proposer_prompt(title, chunk, n_questions):
+    return PROPOSER_TEMPLATE.format(title=title, chunk=chunk, n_questions=n_questions)
+
+
+def solver_prompt(title, question):
+    return SOLVER_TEMPLATE.format(title=title, question=question)
+
+
+def context_solver_prompt(context, question):
+    return CONTEXT_SOLVER_TEMPLATE.format(context=context, question=question)
+
+
+def judge_messages(question, reference, response):
+    """Chat messages for one judge call (OpenAI chat-completions format)."""
+    return [
+        {"role": "system", "content": JUDGE_SYSTEM_PROMPT},
+        {"role": "user", "content": JUDGE_TEMPLATE.format(question=question, reference=reference, response=response)},
+    ]
+
+
+_VERDICT_WORD = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
+
+
+def parse_verdict(text):
+    """The judge's yes/no as True/False; None when the reply is not a clear verdict.
+
+    Strict: the reply must contain exactly one of the two words (any case, surrounding
+    punctuation or markdown allowed, e.g. "**Yes**." or "Verdict: no"). Both words ("yes, no"),
+    neither word, or an empty reply are not verdicts — the caller counts them as parse failures
+    instead of guessing.
+    """
+    if not text:
+        return None
+    words = {m.group(1).lower() for m in _VERDICT_WORD.finditer(text)}
+    if len(words) != 1:
+        return None
+    return words.pop() == "yes"
