@@ -1,5 +1,5 @@
 """Every prompt template PaST uses, in one place: stage-1 tasks (summary, recall, continue),
-the QA proposer, the closed-book solver, and the judge with its strict verdict parser.
+the QA proposers (JSON list, or questions-then-answers), the closed-book solver, and the judge with its strict verdict parser.
 
 Templates are plain `str.format` strings; each has a small function that fills it, so callers
 never format templates themselves. This module imports nothing heavy: the reward function
@@ -34,6 +34,16 @@ PROPOSER_TEMPLATE = (
     "\"the text\"), and each answer must be short and factual.\n"
     "Reply with a JSON list only, like "
     "[{{\"question\": \"...\", \"answer\": \"...\"}}].\n\n"
+    "Excerpt:\n{chunk}"
+)
+
+# The two-step proposer, for generators that cannot be relied on to write JSON: questions
+# first (one per line), then each answered with the excerpt in context (CONTEXT_SOLVER_TEMPLATE).
+QUESTIONS_TEMPLATE = (
+    "You are writing a reading-comprehension test about the document \"{title}\".\n"
+    "From the excerpt below, write {n_questions} questions, one per line. Each question must be "
+    "answerable from the excerpt alone and must name what it is about (no \"the passage\" or "
+    "\"the text\"). Reply with the questions only.\n\n"
     "Excerpt:\n{chunk}"
 )
 
@@ -83,6 +93,10 @@ def continue_prompt(title, prefix):
 
 def proposer_prompt(title, chunk, n_questions):
     return PROPOSER_TEMPLATE.format(title=title, chunk=chunk, n_questions=n_questions)
+
+
+def questions_prompt(title, chunk, n_questions):
+    return QUESTIONS_TEMPLATE.format(title=title, chunk=chunk, n_questions=n_questions)
 
 
 def solver_prompt(title, question):

@@ -13,7 +13,7 @@ import argparse
 import logging
 import time
 
-from prepare_data.passages import finish_stage, load_hub_passages, load_passages, parse_passage_ids, passage_dir, start_stage
+from prepare_data.passages import RL_COLUMNS, finish_stage, load_hub_passages, load_passages, parse_passage_ids, passage_dir, start_stage
 from prompts import solver_prompt
 
 log = logging.getLogger("loogle_to_parquet")
@@ -65,7 +65,7 @@ def main(argv=None):
         out_dir = passage_dir(args.output_dir, passage.passage_id)
         start_stage(out_dir, "eval")
         rows = eval_rows(passage)
-        finish_stage(out_dir, "eval", passage, "eval.parquet", rows, {"qa": len(rows)}, {}, {"input": passage.source}, time.time() - start)
+        finish_stage(out_dir, "eval", passage, "eval.parquet", RL_COLUMNS, rows, {"qa": len(rows)}, {}, {"input": passage.source}, time.time() - start)
         log.info("passage %d (%s): %d QA pairs -> %s", passage.passage_id, passage.title, len(rows), out_dir / "eval.parquet")
 
 

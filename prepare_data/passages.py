@@ -8,11 +8,20 @@ grpo.parquet, and a manifest_<stage>.json beside each, written last.
 """
 
 import ast
+import hashlib
 import json
+import logging
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+log = logging.getLogger("prepare_data")
+
+# Column order of the parquet files (verl reads `messages`, or the RLHFDataset columns).
+SFT_COLUMNS = ["messages", "task", "passage_id", "chunk_index"]
+RL_COLUMNS = ["data_source", "prompt", "ability", "reward_model", "extra_info"]
 
 LOOGLE_HUB_DATASET = "bigai-nlco/LooGLE"
 LOOGLE_HUB_CONFIG = "shortdep_qa"
@@ -118,15 +127,16 @@ def passage_dir(data_dir, passage_id):
     return Path(data_dir) / f"passage{passage_id}"
 
 
-def write_parquet(rows, path):
-    """Write rows (dicts) to `path` atomically: a temp file in the same folder, then rename."""
+def write_parquet(rows, path, columns):
+    """Write rows (dicts with `columns`) to `path` atomically: a temp file in the same folder,
+    then rename, so an interrupted run never leaves a file that looks complete."""
     import pandas as pd
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        pd.DataFrame(rows).to_parquet(tmp, index=False)
+        pd.DataFrame(rows, columns=columns).to_parquet(tmp, index=False)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -167,9 +177,11 @@ def start_stage(out_dir, stage):
     manifest_path(out_dir, stage).unlink(missing_ok=True)
 
 
-def finish_stage(out_dir, stage, passage, output_name, rows, counts, skipped, settings, seconds):
+def finish_stage(out_dir, stage, passage, output_name, columns, rows, counts, skipped, settings, seconds):
     """Write the outputs' parquet, then the manifest (last: its presence means complete)."""
-    write_parquet(rows, Path(out_dir) / output_name)
+    if not rows:
+        log.warning("passage %d: no usable rows for %s (skipped: %s); see its manifest", passage.passage_id, output_name, skipped)
+    write_parquet(rows, Path(out_dir) / output_name, columns)
     manifest = {
         "stage": stage,
         "passage_id": passage.passage_id,
@@ -184,3 +196,124 @@ def finish_stage(out_dir, stage, passage, output_name, rows, counts, skipped, se
     }
     _write_json(manifest, manifest_path(out_dir, stage))
     return manifest
+
+
+# --- Command-line options shared by the entry points that generate -----------------------------
+
+
+def add_generation_args(parser, max_new_tokens):
+    """Input/output, chunking and generator options (sizes small enough for the CPU demo)."""
+    parser.add_argument("--input", required=True, help="LooGLE jsonl (input, title, qa_pairs)")
+    parser.add_argument("--passages", required=True, help="passage ids: N, N-M or a comma list such as 0,2,5-7")
+    parser.add_argument("--output_dir", default="data", help="root of the per-passage folders (default: data)")
+    parser.add_argument("--model", required=True, help="generator: a local HF model dir (hf, vllm) or a served model name (openai)")
+    parser.add_argument("--backend", default="hf", choices=["hf", "vllm", "openai"], help="generation backend (default: hf)")
+    parser.add_argument("--tokenizer", help="HF tokenizer dir used to chunk the passage (default: --model)")
+    parser.add_argument("--chunk_tokens", type=int, default=512, help="tokens per chunk (default: 512)")
+    parser.add_argument("--overlap_tokens", type=int, default=64, help="tokens shared by consecutive chunks (default: 64)")
+    parser.add_argument("--max_chunks", type=int, default=0, help="use only the first N chunks of each passage; 0 = all")
+    parser.add_argument("--max_new_tokens", type=int, default=max_new_tokens, help=f"generation budget (default: {max_new_tokens})")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); >0 samples, seeded")
+    parser.add_argument("--top_p", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed; a rerun with the same seed reproduces the data")
+    parser.add_argument("--batch_size", type=int, default=8, help="hf backend: conversations per forward batch")
+    parser.add_argument("--base_url", help="openai backend: OpenAI-compatible URL, e.g. http://127.0.0.1:8000/v1")
+    parser.add_argument("--concurrency", type=int, default=16, help="openai backend: requests in flight")
+    parser.add_argument("--tensor_parallel_size", type=int, default=1, help="vllm backend: GPUs per model")
+    parser.add_argument("--max_model_len", type=int, help="vllm backend: context length to reserve")
+    parser.add_argument("--overwrite", action="store_true", help="redo passages even when their outputs are complete")
+
+
+def check_generation_args(args):
+    if args.chunk_tokens < 1 or args.overlap_tokens < 0 or 2 * args.overlap_tokens >= args.chunk_tokens:
+        raise ValueError(f"need --chunk_tokens >= 1 and 0 <= --overlap_tokens < chunk_tokens/2, got {args.chunk_tokens}, {args.overlap_tokens}")
+    if args.max_chunks < 0 or args.max_new_tokens < 1:
+        raise ValueError("--max_chunks must be >= 0 and --max_new_tokens >= 1")
+    if args.backend == "openai" and not args.tokenizer and not Path(args.model).is_dir():
+        raise ValueError(f"--backend openai serves {args.model!r} remotely: pass --tokenizer DIR (a local HF tokenizer) for chunking")
+    if args.backend != "openai" and not Path(args.model).is_dir():
+        raise ValueError(f"--model {args.model!r} is not a local model directory (the {args.backend} backend loads it from disk)")
+
+
+def load_tokenizer(args):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(args.tokenizer or args.model)
+
+
+def make_generator_from_args(args):
+    from generation import make_generator
+
+    if args.backend == "hf":
+        options = {"batch_size": args.batch_size}
+    elif args.backend == "vllm":
+        options = {"tensor_parallel_size": args.tensor_parallel_size, "seed": args.seed}
+        if args.max_model_len:
+            options["max_model_len"] = args.max_model_len
+    else:
+        options = {"base_url": args.base_url, "concurrency": args.concurrency}
+    return make_generator(args.backend, args.model, **options)
+
+
+def generation_settings(args, passage, extra):
+    """What determines a passage's generated data; a manifest with other settings is redone."""
+    return {
+        "backend": args.backend,
+        "model": str(args.model),
+        "tokenizer": str(args.tokenizer or args.model),
+        "chunk_tokens": args.chunk_tokens,
+        "overlap_tokens": args.overlap_tokens,
+        "max_chunks": args.max_chunks,
+        "max_new_tokens": args.max_new_tokens,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "seed": args.seed,
+        "text_sha256": hashlib.sha256(passage.text.encode("utf-8")).hexdigest(),
+        **extra,
+    }
+
+
+def templates_sha256(*templates):
+    """Fingerprint of the prompt templates a stage uses: editing one invalidates old outputs."""
+    return hashlib.sha256("\n\0".join(templates).encode("utf-8")).hexdigest()
+
+
+def run_per_passage(args, passages, stage, output_name, columns, extra_settings, build_rows):
+    """The loop every generating entry point runs: for each requested passage, skip it when
+    its output is complete with the same settings, else chunk it, call
+    `build_rows(passage, chunks, n_chunks, tokenizer, get_generator) -> (rows, counts, skipped)`
+    (chunks: the ones to use, n_chunks: how many the passage has) and write the parquet,
+    then the manifest. The generator (a `generation` object) is loaded only if a passage needs it."""
+    from tqdm import tqdm
+
+    from utils import chunk_text
+
+    tokenizer = load_tokenizer(args)
+    generator = None
+
+    def get_generator():
+        nonlocal generator
+        if generator is None:
+            log.info("loading generator %s (%s backend)", args.model, args.backend)
+            generator = make_generator_from_args(args)
+        return generator
+
+    manifests = []
+    for passage in tqdm(passages, desc=stage, unit="passage"):
+        out_dir = passage_dir(args.output_dir, passage.passage_id)
+        settings = generation_settings(args, passage, extra_settings)
+        if not args.overwrite and is_complete(out_dir, stage, output_name, settings):
+            log.info("passage %d: %s/%s is complete, skipping", passage.passage_id, out_dir, output_name)
+            manifests.append(json.loads(manifest_path(out_dir, stage).read_text(encoding="utf-8")))
+            continue
+        log.info("passage %d (%s): generating %s", passage.passage_id, passage.title, output_name)
+        start = time.time()
+        start_stage(out_dir, stage)
+        chunks = chunk_text(passage.text, tokenizer, args.chunk_tokens, args.overlap_tokens)
+        used = chunks[: args.max_chunks] if args.max_chunks else chunks
+        rows, counts, skipped = build_rows(passage, used, len(chunks), tokenizer, get_generator)
+        counts = {"chunks": len(used), **counts}
+        manifest = finish_stage(out_dir, stage, passage, output_name, columns, rows, counts, skipped, settings, time.time() - start)
+        log.info("passage %d: %d rows %s, skipped %s (%.1f s)", passage.passage_id, len(rows), counts, skipped, manifest["seconds"])
+        manifests.append(manifest)
+    return manifests
