@@ -87,8 +87,12 @@ def chunk_text(text, tokenizer, chunk_tokens, overlap_tokens=0):
         if end == n:
             return chunks
         previous, start = start, end - overlap_tokens
-        while start > previous + 1 and not _is_cut(starts, start):
+        while start > previous and not _is_cut(starts, start):
             start -= 1
+        if start == previous:  # a character split over tokens sits there: share a few tokens less
+            start = end - overlap_tokens
+            while start < end and not _is_cut(starts, start):
+                start += 1
 
 
 def split_continuation(text, tokenizer, prefix_fraction=0.5):
