@@ -1,0 +1,350 @@
+"""LooGLE evaluation end to end on CPU: eval parquet for two sample passages -> closed-book
+answers from the tiny model (hf backend, seeded runs, resumable) -> verdicts from a judge server
+(lexical backend) started for real by scripts/train/start_judge_server.sh -> show_results.py.
+Plus LooGLE's automatic metrics on hand-made pairs with known values, the passage-in-context
+prompt, GSM8K's numeric match and the errors a user gets for bad input."""
+
+import json
+import math
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from eval_loogle import generate_answers, score_answers, score_answers_with_server
+from eval_loogle.common import EvalSet, context_conversations, load_eval_set, model_tag_from_path, write_json_atomic
+from eval_loogle.judge_utils import accuracy_summary, judge_numeric, final_number
+from eval_loogle.score_answers import automatic_metrics, bleu_scores, load_wordnet, meteor, rouge_recalls
+from prepare_data import loogle_to_parquet
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+START_JUDGE = REPO_ROOT / "scripts" / "train" / "start_judge_server.sh"
+SHOW_RESULTS = REPO_ROOT / "scripts" / "show_results.py"
+PASSAGES = (0, 1)
+N_RUNS = 2
+FAST = ["--max_new_tokens", "8", "--batch_size", "16"]  # the tiny model talks nonsense anyway
+
+
+# --- Automatic metrics on hand-made pairs ------------------------------------------------------
+
+
+def test_bleu_matches_hand_computed_values():
+    # 4 of 4 hypothesis words match, reference has 5: precision 1, brevity penalty exp(1 - 5/4).
+    bleu1, bleu4 = bleu_scores("the quick brown fox jumps", "the quick brown fox")
+    assert bleu1 == pytest.approx(math.exp(-0.25))
+    assert bleu4 == pytest.approx(math.exp(-0.25))  # the one 4-gram matches: LooGLE's BLEU-4 = p4 x BP
+    bleu1, bleu4 = bleu_scores("a b c d", "a b x y")
+    assert bleu1 == pytest.approx(0.5)
+    assert bleu4 == pytest.approx(0.0, abs=1e-300)  # no smoothing: no matching 4-gram scores zero
+
+
+def test_rouge_reports_recall():
+    # reference a b c d, hypothesis a b x y x: unigram recall 2/4, bigram recall 1/3 (ab of ab bc cd),
+    # LCS "a b" = 2 of 4. Precision would differ (2/5), so this shows recall is what is reported.
+    assert rouge_recalls("a b c d", "a b x y x") == pytest.approx((0.5, 1 / 3, 0.5))
+
+
+def test_meteor_uses_wordnet_synonyms():
+    wordnet, why = load_wordnet()
+    assert wordnet is not None, f"METEOR needs WordNet on this machine: {why}"
+    # 4 matched words in one chunk: fmean 1, penalty 0.5 * (1/4)^3.
+    assert meteor("the car is here", "the car is here", wordnet) == pytest.approx(1 - 0.5 / 64)
+    # "auto" is a WordNet synonym of "car": the same score as the exact match.
+    assert meteor("the car is here", "the auto is here", wordnet) == pytest.approx(1 - 0.5 / 64)
+    # an unrelated word: 3 of 4 match (P = R = 0.75); sorted token sets [car here is the] and
+    # [here is the tree] align in one chunk -> 0.75 * (1 - 0.5 * (1/3)^3)
+    assert meteor("the car is here", "the tree is here", wordnet) == pytest.approx(0.75 * (1 - 0.5 / 27))
+
+
+def test_meteor_reported_unavailable_without_wordnet(tmp_path, monkeypatch):
+    import nltk
+
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path / "nltk_data")])
+    monkeypatch.setattr(score_answers, "DEBIAN_WORDNET_DIR", tmp_path / "no_wordnet")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    rows = [{"reference": "Pan-Islamism.", "answer": "Pan-Islamism."}]
+    metrics = automatic_metrics(rows)
+    assert "meteor" not in metrics["mean"] and "meteor" not in rows[0]
+    assert "apt-get install wordnet-base" in metrics["unavailable"]["meteor"]
+    assert metrics["mean"]["rouge1"] == 1.0 and metrics["mean"]["bleu1"] == 1.0
+
+
+# --- Small pure pieces -------------------------------------------------------------------------
+
+
+def test_model_tag_names_the_variant_not_the_passage():
+    assert model_tag_from_path("checkpoints/passage3/stage2/final") == "stage2"
+    assert model_tag_from_path("/x/checkpoints/passage12/stage1/final/") == "stage1"
+    assert model_tag_from_path("checkpoints/inherited/round1/passage3") == "inherited-round1"
+    assert model_tag_from_path("/models/Qwen2.5-7B-Instruct") == "Qwen2.5-7B-Instruct"
+
+
+def test_accuracy_summary_from_verdicts():
+    rows = [{"run": 0, "verdict": v} for v in (True, False, False, False)] + [{"run": 1, "verdict": v} for v in (True, True, True, False)]
+    summary = accuracy_summary(rows)
+    assert summary["per_run"] == [0.25, 0.75]
+    assert summary["mean"] == pytest.approx(0.5)
+    assert summary["std"] == pytest.approx(math.sqrt(0.125))  # sample std of 0.25 and 0.75
+    assert (summary["n_runs"], summary["n_questions"]) == (2, 4)
+
+
+def test_gsm8k_numeric_match():
+    assert final_number("so 3 + 4 = 7\n#### 7") == 7.0
+    assert final_number("The answer is $1,250.") == 1250.0
+    assert final_number("#### -3.5 apples, 4 pears") == -3.5
+    items = [
+        {"reference": "72", "response": "She sold 48 + 24 = 72 clips.\n#### 72"},
+        {"reference": "10", "response": "#### 10.0"},
+        {"reference": "5", "response": "#### 6 (not 5)"},  # the number right after #### counts
+        {"reference": "3", "response": "no number here"},
+    ]
+    assert [r["verdict"] for r in judge_numeric(items)] == [True, True, False, False]
+
+
+def test_context_prompt_keeps_head_and_tail_and_fits(tiny_tokenizer, loogle_sample):
+    from generation import render_chat
+    from prepare_data.passages import load_passages
+
+    (passage,) = load_passages(loogle_sample, [0])
+    questions = [{"index": 0, "question": "Where was José Luis Picardo born?", "reference": "Jerez", "prompt": []}]
+    eval_set = EvalSet(split="passage0", data_file="-", data_source="loogle", passage_id=0, title=passage.title, questions=questions)
+    budget = 600
+    conversations, kept = context_conversations(eval_set, passage.text, tiny_tokenizer, budget)
+    prompt = conversations[0][0]["content"]
+    assert len(render_chat(tiny_tokenizer, conversations[0])) <= budget
+    assert 0 < kept[0] < len(tiny_tokenizer(passage.text)["input_ids"])
+    assert passage.text[:100] in prompt and passage.text.rstrip()[-100:] in prompt  # cut in the middle
+    assert prompt.rstrip().endswith("Question: Where was José Luis Picardo born?\nAnswer:")
+
+
+# --- End to end with the tiny model and a real judge server ------------------------------------
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def judge_url(tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("judge_logs")
+    port = free_port()
+    env = {**os.environ, "JUDGE_PORT": str(port), "JUDGE_LOG_DIR": str(log_dir), "PYTHON": sys.executable}
+    done = subprocess.run(["bash", str(START_JUDGE), "--backend", "lexical"], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    pid = int((log_dir / f"judge_server_{port}.pid").read_text())
+    yield done.stdout.strip()
+    os.kill(pid, signal.SIGTERM)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, loogle_sample):
+    out = tmp_path_factory.mktemp("data")
+    loogle_to_parquet.main(["--input", str(loogle_sample), "--output_dir", str(out), "--passages", "0,1"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, tiny_model, data_dir, judge_url):
+    """generate_answers -> score_answers_with_server for both passages; returns the results dir."""
+    results = tmp_path_factory.mktemp("eval_results")
+    for p in PASSAGES:
+        generate_answers.main(["--passage_idx", str(p), "--model_path", str(tiny_model), "--model_tag", "tiny",
+                               "--n_runs", str(N_RUNS), "--data_dir", str(data_dir), "--results_dir", str(results), *FAST])
+        score_answers_with_server.main(["--answers_file", str(results / "tiny" / f"passage{p}" / "answers.json"),
+                                        "--results_dir", str(results), "--judge_url", judge_url])
+    return results
+
+
+def cell(table, row, column):
+    lines = [line for line in table.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0] == row:
+            return cells[header.index(column)]
+    raise AssertionError(f"no row {row!r} in\n{table}")
+
+
+def parse_cell(text):
+    m = re.fullmatch(r"(\d+\.\d) ± (\d+\.\d) \(n=(\d+)\)", text)
+    assert m, text
+    return float(m.group(1)), float(m.group(2)), int(m.group(3))
+
+
+def show_results(results_dir, *args):
+    done = subprocess.run([sys.executable, str(SHOW_RESULTS), "--results_dir", str(results_dir), *args],
+                          capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_results_files_hold_the_verdicts(evaluated, tiny_model, data_dir):
+    for p in PASSAGES:
+        doc = json.loads((evaluated / "tiny" / f"passage{p}" / "test_results.json").read_text())
+        n_questions = len(load_eval_set(p, data_dir=data_dir).questions)
+        assert len(doc["results"]) == N_RUNS * n_questions
+        assert doc["model_path"] == str(tiny_model) and doc["passage_id"] == p
+        assert doc["judge"]["backend"] == "lexical" and doc["judge"]["where"].startswith("http://127.0.0.1:")
+        assert doc["generation"]["n_runs"] == N_RUNS and doc["generation"]["prompt"] == "closed_book"
+        assert {r["run"] for r in doc["results"]} == set(range(N_RUNS))
+        for r in doc["results"]:
+            assert r["seed"] == doc["generation"]["base_seed"] + r["run"]
+            assert set(r) >= {"question", "reference", "answer", "run", "score", "verdict"}
+        per_run = [sum(r["verdict"] for r in doc["results"] if r["run"] == k) / n_questions for k in range(N_RUNS)]
+        assert doc["accuracy"]["per_run"] == pytest.approx(per_run)
+        assert doc["accuracy"]["mean"] == pytest.approx(sum(per_run) / N_RUNS)
+
+
+@pytest.mark.slow
+def test_server_and_local_lexical_verdicts_agree(evaluated, tmp_path):
+    answers = evaluated / "tiny" / "passage0" / "answers.json"
+    out = tmp_path / "local.json"
+    score_answers.main(["--answers_file", str(answers), "--output_file", str(out)])
+    local = json.loads(out.read_text())
+    served = json.loads((evaluated / "tiny" / "passage0" / "test_results.json").read_text())
+    assert [r["verdict"] for r in local["results"]] == [r["verdict"] for r in served["results"]]
+    assert [r["score"] for r in local["results"]] == pytest.approx([r["score"] for r in served["results"]])
+    assert set(local["automatic_metrics"]["mean"]) >= {"bleu1", "bleu4", "rouge1", "rouge2", "rougel"}
+
+
+@pytest.mark.slow
+def test_known_verdicts_give_the_known_accuracy_in_the_table(evaluated, judge_url, tmp_path):
+    """Answers rewritten by hand (the reference itself = correct, nonsense = wrong) must come back
+    from the server with exactly the intended accuracy, and show_results must print it."""
+    doc = json.loads((evaluated / "tiny" / "passage1" / "answers.json").read_text())
+    correct = {0: {0, 1, 2}, 1: {0, 1, 2, 3, 4, 5}}  # run -> question indices answered right
+    for a in doc["answers"]:
+        a["answer"] = a["reference"] if a["index"] in correct[a["run"]] else "zebra quantum marmalade"
+    doc["model_tag"] = "oracle"
+    answers = tmp_path / "oracle_answers.json"
+    write_json_atomic(answers, doc)
+    results = tmp_path / "results"
+    score_answers_with_server.main(["--answers_file", str(answers), "--results_dir", str(results), "--judge_url", judge_url])
+    n = len({a["index"] for a in doc["answers"]})
+    expected = [3 / n, 6 / n]
+    table = show_results(results, "--no_plots")
+    mean, std, runs = parse_cell(cell(table, "passage1", "oracle"))
+    assert runs == 2
+    assert mean == pytest.approx(100 * sum(expected) / 2, abs=0.05)
+    assert std == pytest.approx(100 * abs(expected[1] - expected[0]) / math.sqrt(2), abs=0.05)
+
+
+@pytest.mark.slow
+def test_table_matches_the_per_question_verdicts(evaluated, tmp_path):
+    table_file, csv_file, plots = tmp_path / "results.md", tmp_path / "results.csv", tmp_path / "plots"
+    table = show_results(evaluated, "--output", str(table_file), "--csv", str(csv_file), "--plot_dir", str(plots))
+    assert table_file.read_text() == table
+    means = []
+    for p in PASSAGES:
+        doc = json.loads((evaluated / "tiny" / f"passage{p}" / "test_results.json").read_text())
+        per_run = [sum(r["verdict"] for r in doc["results"] if r["run"] == k) / sum(r["run"] == k for r in doc["results"]) for k in range(N_RUNS)]
+        mean = sum(per_run) / N_RUNS
+        std = math.sqrt(sum((x - mean) ** 2 for x in per_run) / (N_RUNS - 1))
+        assert parse_cell(cell(table, f"passage{p}", "tiny")) == (round(100 * mean, 1), round(100 * std, 1), N_RUNS)
+        means.append(mean)
+    overall_mean, _, n_passages = parse_cell(cell(table, "**overall**", "tiny"))
+    assert (overall_mean, n_passages) == (round(100 * sum(means) / 2, 1), 2)
+    csv_rows = csv_file.read_text().splitlines()
+    assert csv_rows[0] == "split,variant,mean,std,n,n_questions" and len(csv_rows) == 1 + len(PASSAGES) + 1
+    png = plots / "tiny.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_runs_are_seeded_and_generation_resumes(evaluated, tiny_model, data_dir, tmp_path):
+    first = json.loads((evaluated / "tiny" / "passage0" / "answers.json").read_text())
+    answers = tmp_path / "answers.json"
+    # one run into a fresh file reproduces run 0 (same seed) ...
+    generate_answers.main(["--passage_idx", "0", "--model_path", str(tiny_model), "--n_runs", "1",
+                           "--data_dir", str(data_dir), "--output_file", str(answers), *FAST])
+    again = json.loads(answers.read_text())
+    run0 = [a["response"] for a in first["answers"] if a["run"] == 0]
+    assert [a["response"] for a in again["answers"]] == run0
+    assert run0 != [a["response"] for a in first["answers"] if a["run"] == 1]  # another seed, other samples
+    # ... and asking for 2 runs keeps run 0 and adds run 1
+    generate_answers.main(["--passage_idx", "0", "--model_path", str(tiny_model), "--n_runs", "2",
+                           "--data_dir", str(data_dir), "--output_file", str(answers), *FAST])
+    resumed = json.loads(answers.read_text())
+    assert [a["response"] for a in resumed["answers"] if a["run"] == 0] == run0
+    assert [a["response"] for a in resumed["answers"]] == [a["response"] for a in first["answers"]]
+    # other settings on the same file are refused instead of mixed in
+    with pytest.raises(SystemExit):
+        generate_answers.main(["--passage_idx", "0", "--model_path", str(tiny_model), "--n_runs", "3", "--temperature", "0.1",
+                               "--data_dir", str(data_dir), "--output_file", str(answers), *FAST])
+
+
+@pytest.mark.slow
+def test_passage_in_context(tiny_model, data_dir, loogle_sample, tmp_path):
+    answers = tmp_path / "answers.json"
+    generate_answers.main(["--passage_idx", "1", "--model_path", str(tiny_model), "--n_runs", "1", "--context_file", str(loogle_sample),
+                           "--max_context_tokens", "512", "--data_dir", str(data_dir), "--results_dir", str(tmp_path), *FAST])
+    default_file = tmp_path / f"{model_tag_from_path(tiny_model)}-context" / "passage1" / "answers.json"
+    doc = json.loads(default_file.read_text())
+    assert doc["generation"]["prompt"] == "passage_in_context" and doc["generation"]["max_context_tokens"] == 512
+    assert 0 < doc["generation"]["passage_tokens_kept"] < 512
+    assert not answers.exists()
+
+
+# --- Bad input ---------------------------------------------------------------------------------
+
+
+def test_unknown_passage_index_is_a_clear_error(tiny_model, data_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        generate_answers.main(["--passage_idx", "7", "--model_path", str(tiny_model), "--data_dir", str(data_dir), "--results_dir", str(tmp_path)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "no eval set for passage 7" in err and "[0, 1]" in err and "prepare_data.loogle_to_parquet" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_missing_model_path_is_a_clear_error(data_dir, tmp_path, capsys):
+    missing = tmp_path / "checkpoints" / "passage0" / "stage2" / "final"
+    with pytest.raises(SystemExit):
+        generate_answers.main(["--passage_idx", "0", "--model_path", str(missing), "--data_dir", str(data_dir), "--results_dir", str(tmp_path / "r")])
+    assert f"model path not found: {missing}" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("content", ["", "{}", '{"answers": []}'])
+def test_empty_answers_file_is_a_clear_error(tmp_path, capsys, content):
+    answers = tmp_path / "answers.json"
+    answers.write_text(content)
+    for scorer in (score_answers, score_answers_with_server):
+        with pytest.raises(SystemExit):
+            scorer.main(["--answers_file", str(answers), "--results_dir", str(tmp_path / "r")])
+        assert "holds no answers" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_judge_server_down_is_a_clear_error(tmp_path, capsys):
+    answers = tmp_path / "answers.json"
+    write_json_atomic(answers, {"model_tag": "m", "model_path": "m", "split": "passage0", "data_file": "d", "generation": {},
+                                "answers": [{"index": 0, "run": 0, "seed": 0, "question": "q", "reference": "r", "response": "r", "answer": "r"}]})
+    with pytest.raises(SystemExit):
+        score_answers_with_server.main(["--answers_file", str(answers), "--results_dir", str(tmp_path / "r"),
+                                        "--judge_url", f"http://127.0.0.1:{free_port()}"])
+    assert "judge server not reachable" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_gsm8k_answers_scored_by_numeric_match(tmp_path):
+    answers = tmp_path / "answers.json"
+    rows = [("72", "48 + 24 = 72\n#### 72", 0), ("10", "#### 12", 0), ("72", "#### 72", 1), ("10", "#### 10", 1)]
+    write_json_atomic(answers, {
+        "model_tag": "stage2", "model_path": "m", "split": "gsm8k", "data_file": "data/gsm8k/test.parquet",
+        "data_source": "openai/gsm8k", "generation": {},
+        "answers": [{"index": i % 2, "run": run, "seed": run, "question": "q", "reference": ref, "response": resp, "answer": resp}
+                    for i, (ref, resp, run) in enumerate(rows)],
+    })
+    score_answers.main(["--answers_file", str(answers), "--results_dir", str(tmp_path / "r")])
+    doc = json.loads((tmp_path / "r" / "stage2" / "gsm8k" / "test_results.json").read_text())
+    assert doc["judge"]["backend"] == "numeric_exact_match"
+    assert doc["accuracy"]["per_run"] == [0.5, 1.0]
