@@ -156,11 +156,15 @@ class OpenAIGenerator:
     async def _generate_all(self, conversations, max_new_tokens, temperature, top_p, seed, n):
         from openai import AsyncOpenAI
 
+        # One request per completion (not the API's `n`, which some servers ignore); sample i
+        # uses seed + i. Greedy decoding gives one answer, repeated n times as in hf.
+        per_conversation = n if temperature > 0 else 1
+        total = len(conversations) * per_conversation
         limit = asyncio.Semaphore(self.concurrency)
-        progress = tqdm(total=len(conversations), desc="generate (openai)", unit="conv", disable=len(conversations) < 2)
+        progress = tqdm(total=total, desc="generate (openai)", unit="completion", disable=total < 2)
         async with AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout) as client:
 
-            async def one(conversation):
+            async def one(conversation, seed):
                 async with limit:
                     response = await client.chat.completions.create(
                         model=self.model,
@@ -169,15 +173,14 @@ class OpenAIGenerator:
                         temperature=temperature,
                         top_p=top_p,
                         seed=seed,
-                        n=n,
                     )
                 progress.update(1)
-                choices = sorted(response.choices, key=lambda c: c.index)
-                if len(choices) != n:
-                    raise RuntimeError(f"{self.base_url} returned {len(choices)} completions, asked for n={n}")
-                return [c.message.content or "" for c in choices]
+                return response.choices[0].message.content or ""
 
+            requests = [one(c, seed + i) for c in conversations for i in range(per_conversation)]
             try:
-                return list(await asyncio.gather(*(one(c) for c in conversations)))
+                texts = await asyncio.gather(*requests)
             finally:
                 progress.close()
+        grouped = [texts[i * per_conversation : (i + 1) * per_conversation] for i in range(len(conversations))]
+        return [g if per_conversation == n else g * n for g in grouped]

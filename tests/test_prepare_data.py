@@ -1,0 +1,292 @@
+"""prepare_data on the real LooGLE sample: every parquet read back by verl's own RLHFDataset /
+MultiTurnSFTDataset with the tiny tokenizer, generation with the hf backend and the tiny model,
+resumability (a killed run finished by a rerun equals one clean run), and bad input."""
+
+import ast
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from prepare_data import generate_mixed_data, generate_qa, loogle_to_parquet
+from prepare_data.generate_qa import select_pairs
+from prepare_data.passages import Passage, load_passages, parse_passage_ids
+from prompts import solver_prompt
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# Small enough for 2 CPU cores: 3 chunks of <= 96 tokens per passage, 16 new tokens.
+SIZES = ["--chunk_tokens", "96", "--overlap_tokens", "16", "--max_chunks", "3", "--max_new_tokens", "16"]
+
+
+def sample_rows(loogle_sample):
+    with open(loogle_sample, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def rl_dataset(path, tokenizer, tmp_path):
+    from verl.utils.dataset.rl_dataset import RLHFDataset
+
+    config = OmegaConf.create({"max_prompt_length": 512, "cache_dir": str(tmp_path / "verl_cache")})
+    return RLHFDataset(str(path), tokenizer, config)
+
+
+def sft_dataset(path, tokenizer):
+    from verl.utils.dataset.multiturn_sft_dataset import MultiTurnSFTDataset
+
+    return MultiTurnSFTDataset(str(path), tokenizer, OmegaConf.create({"max_length": 1024, "truncation": "error"}))
+
+
+def manifest(data_dir, passage_id, stage):
+    return json.loads((Path(data_dir) / f"passage{passage_id}" / f"manifest_{stage}.json").read_text())
+
+
+# --- eval sets ----------------------------------------------------------------------------------
+
+
+def test_eval_parquet_per_passage_read_by_verl(loogle_sample, tiny_tokenizer, tmp_path):
+    loogle_to_parquet.main(["--input", str(loogle_sample), "--output_dir", str(tmp_path / "data"), "--passages", "0-4"])
+    for passage_id, row in enumerate(sample_rows(loogle_sample)):
+        qa_pairs = ast.literal_eval(row["qa_pairs"])
+        path = tmp_path / "data" / f"passage{passage_id}" / "eval.parquet"
+        dataset = rl_dataset(path, tiny_tokenizer, tmp_path)
+        assert len(dataset) == len(qa_pairs)
+        for index in (0, len(qa_pairs) - 1):
+            item = dataset[index]
+            qa = qa_pairs[index]
+            assert item["data_source"] == "loogle"
+            assert item["reward_model"] == {"style": "model", "ground_truth": qa["A"]}
+            assert item["extra_info"]["passage_id"] == passage_id and item["extra_info"]["index"] == index
+            assert item["extra_info"]["question"] == qa["Q"] and item["extra_info"]["evidence"] == qa["S"]
+            # Closed-book: the question in the solver prompt, no passage text.
+            assert item["raw_prompt"] == [{"role": "user", "content": solver_prompt(row["title"], qa["Q"])}]
+        assert manifest(tmp_path / "data", passage_id, "eval")["rows"] == len(qa_pairs)
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+GOOD_ROW = {"input": "Some text. More text.", "title": "T", "qa_pairs": "[{'Q': 'q?', 'A': 'a', 'S': 's'}]", "output": "none"}
+
+
+@pytest.mark.parametrize(
+    "rows,passages,message",
+    [
+        ([GOOD_ROW, "{not json"], "1", r"bad\.jsonl line 2 \(passage 1\): not valid JSON"),
+        ([GOOD_ROW, {**GOOD_ROW, "input": "   "}], "0-1", r"bad\.jsonl line 2 \(passage 1\): the passage text \('input'\) is empty"),
+        ([{"title": "T", "qa_pairs": "[]"}], "0", r"bad\.jsonl line 1 \(passage 0\): missing or non-string field 'input'"),
+        ([{**GOOD_ROW, "qa_pairs": "[{'Q': 'q?'"}], "0", r"line 1 \(passage 0\): 'qa_pairs' is not a Python literal"),
+        ([{**GOOD_ROW, "qa_pairs": "[{'Q': 'q?'}]"}], "0", r"qa_pairs\[0\] needs string fields Q and A"),
+        ([GOOD_ROW, GOOD_ROW], "1-3", r"passage id\(s\) \[2, 3\] out of range: .*bad\.jsonl has 2 passages \(ids 0\.\.1\)"),
+        ([GOOD_ROW], "0-x", r"bad passage range '0-x'"),
+    ],
+)
+def test_bad_input_is_a_clear_error_before_any_output(tmp_path, capsys, rows, passages, message, tiny_model):
+    bad = write_jsonl(tmp_path / "bad.jsonl", rows)
+    out = tmp_path / "data"
+    for entry_point, extra in [
+        (loogle_to_parquet, []),
+        (generate_mixed_data, ["--model", str(tiny_model), *SIZES]),
+        (generate_qa, ["--model", str(tiny_model), *SIZES]),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            entry_point.main(["--input", str(bad), "--output_dir", str(out), "--passages", passages, *extra])
+        assert exit_info.value.code == 2
+        import re
+
+        assert re.search(message, capsys.readouterr().err), entry_point.__name__
+        assert not out.exists()
+
+
+def test_missing_file_and_bad_sizes_are_clear_errors(tmp_path, capsys, loogle_sample, tiny_model):
+    with pytest.raises(SystemExit):
+        generate_qa.main(["--input", str(tmp_path / "nope.jsonl"), "--passages", "0", "--model", str(tiny_model)])
+    assert "LooGLE file not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        generate_mixed_data.main(["--input", str(loogle_sample), "--passages", "0", "--model", str(tiny_model), "--chunk_tokens", "64", "--overlap_tokens", "32"])
+    assert "--overlap_tokens < chunk_tokens/2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        generate_qa.main(["--input", str(loogle_sample), "--passages", "0", "--model", str(tmp_path / "no-model")])
+    assert "is not a local model directory" in capsys.readouterr().err
+
+
+def test_passage_ranges():
+    assert parse_passage_ids("0-4") == [0, 1, 2, 3, 4]
+    assert parse_passage_ids("0,2,5-7") == [0, 2, 5, 6, 7]
+    assert parse_passage_ids("3") == [3]
+    with pytest.raises(ValueError, match="the end is before the start"):
+        parse_passage_ids("4-2")
+
+
+# --- stage 1 ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stage1_dir(loogle_sample, tiny_model, tmp_path_factory):
+    data = tmp_path_factory.mktemp("stage1")
+    generate_mixed_data.main(["--input", str(loogle_sample), "--passages", "0-1", "--output_dir", str(data), "--model", str(tiny_model), *SIZES])
+    return data
+
+
+def test_stage1_data_read_by_verl_with_verbatim_recall_and_continue(stage1_dir, loogle_sample, tiny_tokenizer):
+    rows = sample_rows(loogle_sample)
+    for passage_id in (0, 1):
+        path = stage1_dir / f"passage{passage_id}" / "stage1_sft.parquet"
+        frame = pd.read_parquet(path)
+        info = manifest(stage1_dir, passage_id, "stage1")
+        assert len(sft_dataset(path, tiny_tokenizer)) == len(frame) == info["rows"]
+        assert info["counts"]["chunks"] == 3
+        assert info["counts"]["recall"] == info["counts"]["continue"] == 3
+        assert info["counts"]["summary"] + info["skipped"]["summary_empty"] == 3
+        assert frame["task"].value_counts().to_dict() == {t: info["counts"][t] for t in ("summary", "recall", "continue") if info["counts"][t]}
+        text = rows[passage_id]["input"]
+        recalled = [m[1]["content"] for m, t in zip(frame["messages"], frame["task"]) if t == "recall"]
+        # recall targets: verbatim spans, in order, each starting inside the previous (overlap)
+        positions = [text.index(span) for span in recalled]
+        assert positions[0] == 0 and positions == sorted(positions)
+        assert all(p < q < p + len(s) for p, q, s in zip(positions, positions[1:], recalled))
+        for messages, task in zip(frame["messages"], frame["task"]):
+            assert [m["role"] for m in messages] == ["user", "assistant"] and messages[1]["content"].strip()
+            if task == "continue":
+                prefix = messages[0]["content"].split("exactly as it appears in the document.\n\n", 1)[1]
+                assert prefix + messages[1]["content"] in text
+        item = sft_dataset(path, tiny_tokenizer)[0]
+        assert item["loss_mask"].sum() > 0  # the assistant turn is trained on
+
+
+def test_stage1_rerun_skips_complete_passages_and_redoes_changed_or_partial_ones(stage1_dir, loogle_sample, tiny_model, caplog):
+    args = ["--input", str(loogle_sample), "--passages", "0-1", "--output_dir", str(stage1_dir), "--model", str(tiny_model), *SIZES]
+    p0, p1 = (stage1_dir / f"passage{i}" / "stage1_sft.parquet" for i in (0, 1))
+    before = (p0.stat().st_mtime_ns, p1.stat().st_mtime_ns)
+    with caplog.at_level("INFO"):
+        generate_mixed_data.main(args)
+    assert (p0.stat().st_mtime_ns, p1.stat().st_mtime_ns) == before
+    assert caplog.text.count("is complete, skipping") == 2
+    # A parquet without its manifest (the run died between the two) is redone.
+    (stage1_dir / "passage1" / "manifest_stage1.json").unlink()
+    generate_mixed_data.main(args)
+    assert p0.stat().st_mtime_ns == before[0] and p1.stat().st_mtime_ns != before[1]
+    # Other settings: redone, and the manifest records them.
+    generate_mixed_data.main([*args, "--tasks", "recall,continue"])
+    info = manifest(stage1_dir, 0, "stage1")
+    assert info["settings"]["tasks"] == ["recall", "continue"] and "summary" not in info["counts"]
+    assert set(pd.read_parquet(p0)["task"]) == {"recall", "continue"}
+
+
+def test_killed_generation_finished_by_a_rerun_equals_one_clean_run(loogle_sample, tiny_model, tmp_path):
+    """SIGKILL in the middle of passage 1, rerun: the data equals an uninterrupted run's (seeded sampling)."""
+    def command(out):
+        return [sys.executable, "-m", "prepare_data.generate_mixed_data", "--input", str(loogle_sample), "--passages", "0-2",
+                "--output_dir", str(out), "--model", str(tiny_model), *SIZES, "--max_new_tokens", "24",
+                "--temperature", "0.9", "--top_p", "0.95", "--seed", "5", "--summaries_per_chunk", "2"]
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(command(killed), cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "passage 1 (" in line and "generating" in line:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)[-3000:]
+    assert (killed / "passage0" / "manifest_stage1.json").exists()
+    assert not (killed / "passage1" / "manifest_stage1.json").exists()
+    assert not (killed / "passage1" / "stage1_sft.parquet").exists()
+
+    rerun = subprocess.run(command(killed), cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "passage 0: " in rerun.stderr and "is complete, skipping" in rerun.stderr
+    clean = tmp_path / "clean"
+    once = subprocess.run(command(clean), cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert once.returncode == 0, once.stderr[-3000:]
+    for passage_id in range(3):
+        a = pd.read_parquet(killed / f"passage{passage_id}" / "stage1_sft.parquet")
+        b = pd.read_parquet(clean / f"passage{passage_id}" / "stage1_sft.parquet")
+        assert a.to_json() == b.to_json()
+        assert (a["task"] == "summary").sum() >= 3  # sampled summaries are part of what is compared
+        ma, mb = manifest(killed, passage_id, "stage1"), manifest(clean, passage_id, "stage1")
+        assert (ma["counts"], ma["settings"]) == (mb["counts"], mb["settings"])
+
+
+# --- stage 2 and GRPO ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def qa_dir(loogle_sample, tiny_model, tmp_path_factory):
+    data = tmp_path_factory.mktemp("qa")
+    common = ["--input", str(loogle_sample), "--passages", "0-1", "--output_dir", str(data), "--model", str(tiny_model), *SIZES]
+    generate_qa.main([*common, "--proposer", "two_step", "--format", "sft", "--questions_per_chunk", "2"])
+    generate_qa.main([*common, "--proposer", "two_step", "--format", "grpo", "--questions_per_chunk", "2"])
+    return data
+
+
+def test_stage2_and_grpo_data_read_by_verl(qa_dir, loogle_sample, tiny_tokenizer, tmp_path):
+    rows = sample_rows(loogle_sample)
+    for passage_id in (0, 1):
+        sft_path = qa_dir / f"passage{passage_id}" / "stage2_sft.parquet"
+        grpo_path = qa_dir / f"passage{passage_id}" / "grpo.parquet"
+        sft_info, grpo_info = manifest(qa_dir, passage_id, "stage2"), manifest(qa_dir, passage_id, "grpo")
+        assert sft_info["rows"] > 0 and len(sft_dataset(sft_path, tiny_tokenizer)) == sft_info["rows"] == sft_info["counts"]["qa"]
+        dataset = rl_dataset(grpo_path, tiny_tokenizer, tmp_path)
+        assert len(dataset) == grpo_info["rows"] > 0
+        title = rows[passage_id]["title"]
+        for index in range(len(dataset)):
+            item = dataset[index]
+            question = item["extra_info"]["question"]
+            assert item["raw_prompt"] == [{"role": "user", "content": solver_prompt(title, question)}]
+            assert item["extra_info"]["passage_id"] == passage_id and item["extra_info"]["index"] == index
+            assert item["reward_model"]["ground_truth"].strip()
+        # The same seeded generator: the GRPO prompts are the stage-2 questions.
+        sft_questions = [m[0]["content"] for m in pd.read_parquet(sft_path)["messages"]]
+        assert sft_questions == [dataset[i]["raw_prompt"][0]["content"] for i in range(len(dataset))]
+
+
+def test_no_loogle_test_question_in_training_data(qa_dir, stage1_dir, loogle_sample):
+    for passage_id, row in enumerate(sample_rows(loogle_sample)[:2]):
+        test_questions = [qa["Q"] for qa in ast.literal_eval(row["qa_pairs"])]
+        training_text = json.dumps(
+            [pd.read_parquet(qa_dir / f"passage{passage_id}" / f).to_dict("records") for f in ("stage2_sft.parquet", "grpo.parquet")]
+            + [pd.read_parquet(stage1_dir / f"passage{passage_id}" / "stage1_sft.parquet").to_dict("records")],
+            default=str, ensure_ascii=False,
+        )
+        assert not [q for q in test_questions if q in training_text]
+
+
+def test_generated_pairs_equal_to_test_questions_are_dropped():
+    passage = Passage(0, "T", "text", [{"Q": "Where was José Luis Picardo born?", "A": "Jerez"}])
+    triples = [
+        (None, "where was José Luis Picardo born", "Jerez"),  # the test question, other case/punctuation
+        (None, "When did Picardo die?", "2010"),
+        (None, "When did Picardo  die?", "27 July 2010"),  # duplicate
+        (None, "Who taught Picardo?", "Luis Moya Blanco"),
+    ]
+    kept, skipped = select_pairs(passage, triples)
+    assert [q for _, q, _ in kept] == ["When did Picardo die?", "Who taught Picardo?"]
+    assert skipped == {"duplicates": 1, "eval_overlap": 1}
+
+
+def test_json_proposer_counts_the_tiny_models_garbage_as_invalid(loogle_sample, tiny_model, tiny_tokenizer, tmp_path):
+    generate_qa.main(["--input", str(loogle_sample), "--passages", "0", "--output_dir", str(tmp_path), "--model", str(tiny_model), *SIZES])
+    info = manifest(tmp_path, 0, "stage2")
+    # The random tiny model never writes a JSON list: every proposal is skipped and counted.
+    assert info["rows"] == 0 and info["skipped"]["invalid"] == 3
+    assert len(sft_dataset(tmp_path / "passage0" / "stage2_sft.parquet", tiny_tokenizer)) == 0
+
+
+def test_loaded_passages_keep_ids_and_sources(loogle_sample):
+    passages = load_passages(loogle_sample, [4, 1])
+    assert [p.passage_id for p in passages] == [1, 4]
+    assert passages[1].source.endswith("shortdep_qa.jsonl line 5")
+    assert passages[0].title == sample_rows(loogle_sample)[1]["title"]
