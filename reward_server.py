@@ -143,6 +143,8 @@ class JudgeSettings:
         for name in ("max_tokens", "max_concurrency", "cache_size", "max_items", "max_chars"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_retries < 0 or self.retry_delay < 0 or self.timeout <= 0:
+            raise ValueError("--max_retries and --retry_delay must be >= 0 and --timeout > 0")
 
 
 def read_openai_key():

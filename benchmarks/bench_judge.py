@@ -186,16 +186,15 @@ def main():
 
     backend_port, judge_port = free_port(), free_port()
     backend_url, judge_url = f"http://127.0.0.1:{backend_port}", f"http://127.0.0.1:{judge_port}"
-    env = {**os.environ, "OPENAI_API_KEY": ""}
     procs = []
     try:
         procs.append(subprocess.Popen(
             [sys.executable, str(REPO_ROOT / "benchmarks" / "slow_openai_server.py"),
-             "--port", str(backend_port), "--latency_ms", str(args.latency_ms)], env=env))
+             "--port", str(backend_port), "--latency_ms", str(args.latency_ms)]))
         procs.append(subprocess.Popen(
             [sys.executable, str(REPO_ROOT / "reward_server.py"), "--backend", "vllm",
              "--base_url", f"{backend_url}/v1", "--judge_model", "slow", "--port", str(judge_port),
-             "--max_concurrency", str(args.max_concurrency), "--log_level", "warning"], env=env))
+             "--max_concurrency", str(args.max_concurrency), "--log_level", "warning"]))
         wait_for(f"{backend_url}/stats", procs[0], "slow_openai_server.py")
         wait_for(f"{judge_url}/health", procs[1], "reward_server.py")
         report(args, backend_url, judge_url)

@@ -198,6 +198,15 @@ def test_start_script_reuses_a_running_server(judge_url, tmp_path):
     assert "already running" in done.stderr
 
 
+@pytest.mark.slow
+def test_start_script_fails_with_the_servers_reason(tmp_path):
+    env = {**os.environ, "JUDGE_PORT": str(free_port()), "JUDGE_LOG_DIR": str(tmp_path), "PYTHON": sys.executable}
+    done = subprocess.run(["bash", str(START_SCRIPT), "--backend", "vllm"], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert done.returncode == 1 and done.stdout == ""
+    assert "exited during start-up" in done.stderr and "needs --base_url" in done.stderr
+
+
 def test_reward_function_imports_nothing_heavy(tmp_path):
     code = (
         "import importlib.util, sys\n"

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from prompts import judge_messages
@@ -68,12 +68,14 @@ def scripted_backend(statuses=(), reply="yes", delay_s=0.0):
     app = FastAPI()
     app.state.statuses = list(statuses)
     app.state.calls = []
+    app.state.auth_headers = []
     app.state.active = 0
     app.state.peak = 0
 
     @app.post("/v1/chat/completions")
-    async def chat(body: dict):
+    async def chat(body: dict, request: Request):
         app.state.calls.append(body)
+        app.state.auth_headers.append(request.headers.get("authorization"))
         app.state.active += 1
         app.state.peak = max(app.state.peak, app.state.active)
         try:
@@ -236,6 +238,57 @@ def test_importing_the_server_starts_nothing():
     assert done.stdout == "ok\n" and done.stderr == ""
 
 
+@pytest.mark.slow
+def test_openai_key_reaches_the_backend_but_never_the_logs(tmp_path):
+    key = "sk-test-DO-NOT-LOG-4242"
+    backend_app = scripted_backend(reply="yes")
+    port = free_port()
+    with serve(backend_app) as backend_url:
+        env = {**os.environ, "OPENAI_API_KEY": key}
+        log = tmp_path / "server.log"
+        with open(log, "w") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, str(REPO_ROOT / "reward_server.py"), "--base_url", f"{backend_url}/v1",
+                 "--backend", "openai", "--port", str(port), "--log_level", "debug"],
+                stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+            )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + 60
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                        break
+                assert proc.poll() is None and time.time() < deadline, log.read_text()
+                time.sleep(0.2)
+            assert judge(url, [item()]).json()["results"][0]["verdict"] is True
+            pages = httpx.get(f"{url}/health").text + httpx.get(f"{url}/metrics").text
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+    assert backend_app.state.auth_headers == [f"Bearer {key}"]
+    assert backend_app.state.calls[0]["model"] == "gpt-4.1-mini"
+    text = log.read_text()
+    assert "backend openai" in text and key not in text and key not in pages
+
+
+def test_openai_key_from_env_else_from_the_gitignored_file(tmp_path, monkeypatch):
+    import reward_server
+
+    key_file = tmp_path / "openai_api_key.txt"
+    monkeypatch.setattr(reward_server, "API_KEY_FILE", key_file)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert reward_server.read_openai_key() is None
+    key_file.write_text("sk-from-file\n")
+    assert reward_server.read_openai_key() == "sk-from-file"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
+    assert reward_server.read_openai_key() == "sk-from-env"
+    assert reward_server.resolve_backend(None, None, None)[0] == "lexical"
+    assert reward_server.resolve_backend(None, None, "sk-x")[0] == "openai"
+    assert reward_server.resolve_backend(None, "http://127.0.0.1:8000/v1", "sk-x")[0] == "vllm"
+    assert "sk-x" not in repr(JudgeSettings(backend="openai", api_key="sk-x"))
+
+
 def test_openai_backend_without_key_is_refused_with_the_fix():
     with pytest.raises(ValueError, match="OPENAI_API_KEY"):
         JudgeSettings(backend="openai", api_key=None)
@@ -274,6 +327,16 @@ def test_retries_on_429_and_5xx_then_succeeds():
         assert reply.status_code == 200 and reply.json()["results"][0]["verdict"] is False
         metrics = httpx.get(f"{url}/metrics").json()
         assert metrics["backend_calls"] == 4 and metrics["backend_retries"] == 3
+
+
+@pytest.mark.slow
+def test_backend_timeouts_are_retried_then_503():
+    backend_app = scripted_backend(reply="yes", delay_s=1.5)
+    with serve(backend_app) as backend_url:
+        with serve(create_app(chat_settings(backend_url + "/v1", timeout=0.3, max_retries=1))) as url:
+            reply = judge(url, [item()])
+            assert reply.status_code == 503 and "timeout after 0.3s" in reply.json()["detail"]
+            assert httpx.get(f"{url}/metrics").json()["backend_calls"] == 2
 
 
 @pytest.mark.slow
