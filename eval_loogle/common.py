@@ -161,18 +161,25 @@ def default_backend():
     return "vllm" if torch.cuda.is_available() else "hf"
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
 def check_model_path(model_path, backend):
-    """hf/vllm need a local HF model folder; say so before anything loads."""
+    """hf/vllm need a local HF model folder (or a hub id `org/name`, which they download); say
+    so before anything loads."""
     if backend == "openai":
         return
     path = Path(model_path)
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"model path not found: {model_path} (a local Hugging Face model folder with config.json, "
-            "e.g. checkpoints/passage0/stage2/final; download hub models first with `huggingface-cli download`)"
-        )
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{model_path} has no config.json: not a Hugging Face model folder")
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{model_path} has no config.json: not a Hugging Face model folder")
+        return
+    if _HUB_ID.fullmatch(str(model_path)) and not str(model_path).startswith(("checkpoints/", "data/", "eval_results/")):
+        return
+    raise FileNotFoundError(
+        f"model path not found: {model_path} (a local Hugging Face model folder with config.json, "
+        "e.g. checkpoints/passage0/stage2/final, or a hub id such as Qwen/Qwen2.5-7B-Instruct)"
+    )
 
 
 def load_generator(model_path, backend, batch_size=8, base_url=None):
@@ -189,13 +196,15 @@ def load_generator(model_path, backend, batch_size=8, base_url=None):
 
 
 def model_context_length(model_path):
-    """The position limit in the model's config.json (max_position_embeddings)."""
-    config = json.loads((Path(model_path) / "config.json").read_text(encoding="utf-8"))
-    config = config.get("text_config", config)
+    """The model's position limit (max_position_embeddings in its config)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_path)
+    config = getattr(config, "text_config", None) or config
     for key in ("max_position_embeddings", "max_sequence_length", "seq_length"):
-        if config.get(key):
-            return int(config[key])
-    raise ValueError(f"{model_path}/config.json names no context length; pass --max_context_tokens")
+        if getattr(config, key, None):
+            return int(getattr(config, key))
+    raise ValueError(f"the config of {model_path} names no context length; pass --max_context_tokens")
 
 
 def context_conversations(eval_set, passage_text, tokenizer, max_prompt_tokens):

@@ -281,16 +281,63 @@ def test_runs_are_seeded_and_generation_resumes(evaluated, tiny_model, data_dir,
                                "--data_dir", str(data_dir), "--output_file", str(answers), *FAST])
 
 
+def run_script(script, env, *args):
+    env = {**os.environ, "PYTHON": sys.executable, **{k: str(v) for k, v in env.items()}}
+    done = subprocess.run(["bash", str(REPO_ROOT / script), *args], capture_output=True, text=True, timeout=600, env=env, cwd="/")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_scripts_dry_run_print_the_command_with_passthrough_args():
+    out = run_script("scripts/eval/eval_sft.sh", {"DRY_RUN": 1, "passage_id": 4, "MODEL_TAG": "inherited"}, "--temperature", "0.5").stdout
+    assert "-m eval_loogle.eval_with_remote --passage_idx 4 " in out and "--model_tag inherited" in out and out.rstrip().endswith("--temperature 0.5")
+    assert "checkpoints/passage4/stage2/final" in out
+    out = run_script("scripts/eval_with_context.sh", {"DRY_RUN": 1, "MAX_CONTEXT_TOKENS": 8192}).stdout
+    assert "--context_file" in out and "--max_context_tokens 8192" in out
+    out = run_script("scripts/eval_gsm8k.sh", {"DRY_RUN": 1}).stdout
+    assert "--data_file" in out and "gsm8k/test.parquet" in out and "--temperature 0" in out
+
+
 @pytest.mark.slow
-def test_passage_in_context(tiny_model, data_dir, loogle_sample, tmp_path):
-    answers = tmp_path / "answers.json"
-    generate_answers.main(["--passage_idx", "1", "--model_path", str(tiny_model), "--n_runs", "1", "--context_file", str(loogle_sample),
-                           "--max_context_tokens", "512", "--data_dir", str(data_dir), "--results_dir", str(tmp_path), *FAST])
-    default_file = tmp_path / f"{model_tag_from_path(tiny_model)}-context" / "passage1" / "answers.json"
-    doc = json.loads(default_file.read_text())
+def test_eval_sft_script_end_to_end(tiny_model, data_dir, judge_url, tmp_path):
+    env = {"passage_id": 1, "MODEL_PATH": tiny_model, "MODEL_TAG": "stage2", "N_RUNS": 1, "DATA_DIR": data_dir,
+           "RESULTS_DIR": tmp_path, "JUDGE_URL": judge_url}
+    run_script("scripts/eval/eval_sft.sh", env, *FAST)
+    doc = json.loads((tmp_path / "stage2" / "passage1" / "test_results.json").read_text())
+    assert doc["judge"]["where"] == judge_url and doc["accuracy"]["n_runs"] == 1
+    assert len(doc["results"]) == len(load_eval_set(1, data_dir=data_dir).questions)
+
+
+@pytest.mark.slow
+def test_eval_with_context_script(tiny_model, data_dir, judge_url, loogle_sample, tmp_path):
+    env = {"passage_id": 1, "MODEL_PATH": tiny_model, "N_RUNS": 1, "DATA_DIR": data_dir, "RESULTS_DIR": tmp_path,
+           "JUDGE_URL": judge_url, "LOOGLE_FILE": loogle_sample, "MAX_CONTEXT_TOKENS": 512}
+    run_script("scripts/eval_with_context.sh", env, *FAST)
+    doc = json.loads((tmp_path / f"{model_tag_from_path(tiny_model)}-context" / "passage1" / "test_results.json").read_text())
     assert doc["generation"]["prompt"] == "passage_in_context" and doc["generation"]["max_context_tokens"] == 512
     assert 0 < doc["generation"]["passage_tokens_kept"] < 512
-    assert not answers.exists()
+
+
+@pytest.mark.slow
+def test_eval_gsm8k_script(tiny_model, tmp_path):
+    import pandas as pd
+
+    gsm8k = tmp_path / "data" / "gsm8k" / "test.parquet"
+    gsm8k.parent.mkdir(parents=True)
+    rows = [("Tom has 3 apples and buys 4 more. How many apples does he have?", "7"),
+            ("A box holds 12 eggs. How many eggs are in 2 boxes?", "24")]
+    pd.DataFrame([{
+        "data_source": "openai/gsm8k",
+        "prompt": [{"role": "user", "content": q + ' Let\'s think step by step and output the final answer after "####".'}],
+        "ability": "math",
+        "reward_model": {"style": "rule", "ground_truth": a},
+        "extra_info": {"split": "test", "index": i, "question": q, "answer": f"#### {a}"},
+    } for i, (q, a) in enumerate(rows)]).to_parquet(gsm8k)
+    env = {"MODEL_PATH": tiny_model, "MODEL_TAG": "stage2", "GSM8K_FILE": gsm8k, "RESULTS_DIR": tmp_path / "results"}
+    run_script("scripts/eval_gsm8k.sh", env, "--max_new_tokens", "8")
+    doc = json.loads((tmp_path / "results" / "stage2" / "gsm8k" / "test_results.json").read_text())
+    assert doc["judge"]["backend"] == "numeric_exact_match" and doc["split"] == "gsm8k"
+    assert [r["reference"] for r in doc["results"]] == ["7", "24"] and doc["generation"]["temperature"] == 0
 
 
 # --- Bad input ---------------------------------------------------------------------------------
