@@ -282,6 +282,9 @@ def shard_layout(entries, max_shard_size):
     return shards
 
 
+WRITEBACK_BYTES = 64 * 2**20
+
+
 class ShardedWriter:
     """Writes tensors, in a planned order and chunk by chunk, into HF-style sharded safetensors."""
 
@@ -293,18 +296,30 @@ class ShardedWriter:
         self.files = (["model.safetensors"] if n == 1 else
                       [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)])
         self._shard_of = {name: i for i, shard in enumerate(self.shards) for name, _, _ in shard}
-        self._current, self._f = -1, None
+        self._current, self._f, self._flushed = -1, None, 0
         self.total_size = sum(d.itemsize * _numel(s) for _, d, s in entries)
 
     def write(self, name, data):
         """Append bytes of tensor `name` (tensors and their chunks must come in planned order)."""
         shard = self._shard_of[name]
         while self._current < shard:
-            self._close_file()
-            self._current += 1
-            self._f = open(self.out_dir / self.files[self._current], "wb")
-            self._f.write(safetensors_header(self.shards[self._current], self.metadata))
+            self._open_next()
         self._f.write(memoryview(data.numpy()))
+        written = self._f.tell()
+        if written - self._flushed >= WRITEBACK_BYTES:
+            # Start writeback of what is written so far now (DONTNEED on dirty pages queues it
+            # without waiting), so that the final fsync has little left to do and the page
+            # cache does not fill up with our output.
+            self._f.flush()
+            os.posix_fadvise(self._f.fileno(), self._flushed, written - self._flushed, os.POSIX_FADV_DONTNEED)
+            self._flushed = written
+
+    def _open_next(self):
+        self._close_file()
+        self._current += 1
+        self._f = open(self.out_dir / self.files[self._current], "wb")
+        self._f.write(safetensors_header(self.shards[self._current], self.metadata))
+        self._flushed = 0
 
     def _close_file(self):
         if self._f is not None:
@@ -316,10 +331,7 @@ class ShardedWriter:
     def finish(self):
         """Close the last shard (and any empty trailing ones) and write the index."""
         while self._current < len(self.shards) - 1:
-            self._close_file()
-            self._current += 1
-            self._f = open(self.out_dir / self.files[self._current], "wb")
-            self._f.write(safetensors_header(self.shards[self._current], self.metadata))
+            self._open_next()
         self._close_file()
         if len(self.files) > 1:
             index = {"metadata": {"total_size": self.total_size},
@@ -365,7 +377,8 @@ def publish_dir(tmp_dir, final_dir):
 # ----------------------------------------------------------------------------------------------
 # Planning and checks (everything here runs before any output exists)
 
-CHUNK_ELEMENTS = 4 * 1024 * 1024  # elements per streamed chunk: 8 MB of bf16, 16 MB of float32
+CHUNK_ELEMENTS = 4 * 2**20  # elements per read/written chunk: 8 MB of bf16
+BLOCK_ELEMENTS = 2**18      # elements per float32 compute step: 1 MB buffers that stay in the CPU cache
 
 
 class TransferError(ValueError):
@@ -578,8 +591,8 @@ def transfer(source, plans, alpha=1.0, max_shard_size="5GB", quiet=False):
     for _ in range(3):  # one chunk being read, one computed, one written
         slots.put(([torch.empty(CHUNK_ELEMENTS * i, dtype=torch.uint8) for i in vec_item + tgt_item],
                    [torch.empty(CHUNK_ELEMENTS * i, dtype=torch.uint8) for i in tgt_item]))
-    delta32 = torch.empty(CHUNK_ELEMENTS, dtype=torch.float32)
-    out32 = torch.empty(CHUNK_ELEMENTS, dtype=torch.float32)
+    delta32 = torch.empty(BLOCK_ELEMENTS, dtype=torch.float32)
+    out32 = torch.empty(BLOCK_ELEMENTS, dtype=torch.float32)
 
     tmp_dirs, writers = [], []
     stats = [dict(sumsq=0.0, changed=set(), copied=0, bytes=0) for _ in plans]
@@ -652,48 +665,60 @@ def transfer(source, plans, alpha=1.0, max_shard_size="5GB", quiet=False):
         return None
 
     def compute(chunk):
+        """out = target + alpha * delta for every target, block by block, in float32; one cast."""
         vec = chunk.views[:n_vec]
         m = vec[0].numel() if vec[0] is not None else 0
-        delta = delta32[:m]
-        if m:
-            delta.copy_(vec[0])
-            if n_vec == 2:
-                delta.sub_(vec[1])  # float32 - bf16 upcasts exactly: same as rl.float() - base.float()
-            if alpha != 1.0:
-                delta.mul_(alpha)
-        norms = {}
-        chunk.results = []
-        for j, plan in enumerate(plans):
-            tview = chunk.views[n_vec + j]
-            if tview is None:
-                chunk.results.append(None)
-                continue
-            n = tview.numel()
-            a = max(0, min(plan.apply.get(chunk.name, 0) - chunk.start, n, m))
-            obuf = chunk.outputs[j][: n * tview.element_size()]
-            if not tview.dtype.is_floating_point:
-                obuf.copy_(tview.view(torch.uint8))
-                chunk.results.append(obuf)
-                continue
-            o = out32[:n]
-            o.copy_(tview)
-            if a:
-                o[:a].add_(delta[:a])
-                if a not in norms:
-                    norms[a] = float(torch.linalg.vector_norm(delta[:a])) ** 2
-                stats[j]["sumsq"] += norms[a]
-                if norms[a] > 0:
-                    stats[j]["changed"].add(chunk.name)
-            _check_finite(o, f"{chunk.name} (target {plan.reader.path}, elements {chunk.start}..{chunk.start + n})")
-            # The one cast to the target's dtype; rows outside the applied range keep their exact bytes.
-            obuf.view(tview.dtype)[:a].copy_(o[:a])
-            obuf[a * tview.element_size():].copy_(tview.view(torch.uint8)[a * tview.element_size():])
-            chunk.results.append(obuf)
+        targets = chunk.views[n_vec:]
+        chunk.results = [None if t is None else chunk.outputs[j][: t.numel() * t.element_size()]
+                         for j, t in enumerate(targets)]
+        applied = [max(0, min(plan.apply.get(chunk.name, 0) - chunk.start, m)) for plan in plans]
+        for j, t in enumerate(targets):
+            if t is not None and (not t.dtype.is_floating_point or applied[j] < t.numel()):
+                # Bytes outside the applied range (excluded tensors, extra vocabulary rows) stay exact.
+                chunk.results[j][applied[j] * t.element_size():].copy_(t.view(torch.uint8)[applied[j] * t.element_size():])
+        for bs in range(0, max([t.numel() for t in targets if t is not None] + [0]), BLOCK_ELEMENTS):
+            be_vec = min(bs + BLOCK_ELEMENTS, m)
+            delta = delta32[: max(be_vec - bs, 0)]
+            if be_vec > bs:
+                delta.copy_(vec[0][bs:be_vec])
+                if n_vec == 2:
+                    delta.sub_(vec[1][bs:be_vec])  # float32 - bf16 upcasts exactly: = rl.float() - base.float()
+                if alpha != 1.0:
+                    delta.mul_(alpha)
+            sumsq = {}
+            for j, (plan, t) in enumerate(zip(plans, targets)):
+                if t is None or not t.dtype.is_floating_point:
+                    continue
+                be = min(bs + BLOCK_ELEMENTS, t.numel())
+                if be <= bs:
+                    continue
+                a = max(0, min(applied[j], be) - bs)  # applied elements of this block
+                o = out32[: be - bs]
+                o.copy_(t[bs:be])
+                if a:
+                    o[:a].add_(delta[:a])
+                    if a not in sumsq:
+                        sumsq[a] = float(torch.dot(delta[:a], delta[:a]))
+                    stats[j]["sumsq"] += sumsq[a]
+                    if sumsq[a] > 0:
+                        stats[j]["changed"].add(chunk.name)
+                _check_finite(o, f"{chunk.name} (target {plan.reader.path}, elements "
+                              f"{chunk.start + bs}..{chunk.start + be})")
+                if a:
+                    out = chunk.results[j].view(t.dtype)[bs:bs + a]
+                    out.copy_(o[:a])  # the one cast to the target's dtype
+                    if t.dtype not in (torch.float32, torch.bfloat16) and not torch.isfinite(out).all():
+                        raise FloatingPointError(f"{chunk.name}: the result overflows {t.dtype} "
+                                                 f"(target {plan.reader.path})")
 
     interrupted = signal.getsignal(signal.SIGTERM)
     if threading.current_thread() is threading.main_thread():
         # Turn SIGTERM into an exception so the temporary dirs are removed on the way out.
         signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    torch_threads = torch.get_num_threads()
+    # One compute thread: the reader and writer threads need the other cores, and with cache-sized
+    # blocks one core keeps up with the disk.
+    torch.set_num_threads(1)
     progress = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="writing", disable=quiet, file=sys.stderr)
     t0 = time.perf_counter()
     threads = []
@@ -736,6 +761,7 @@ def transfer(source, plans, alpha=1.0, max_shard_size="5GB", quiet=False):
         raise
     finally:
         progress.close()
+        torch.set_num_threads(torch_threads)
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, interrupted)
     summaries = []
