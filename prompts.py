@@ -53,6 +53,12 @@ SOLVER_TEMPLATE = (
     "Give a short, direct answer.\n\nQuestion: {question}\nAnswer:"
 )
 
+# GSM8K-style maths: worked steps, then a final "Answer:" line that utils.extract_answer reads.
+MATH_TEMPLATE = (
+    "Solve the following problem step by step. End with a final line of the form "
+    "\"Answer: <number>\".\n\nProblem: {question}"
+)
+
 # Passage in context: the knowledge upper bound (LooGLE's QA prompt order: instruction, text,
 # question, answer cue).
 CONTEXT_SOLVER_TEMPLATE = (
@@ -101,6 +107,10 @@ def questions_prompt(title, chunk, n_questions):
 
 def solver_prompt(title, question):
     return SOLVER_TEMPLATE.format(title=title, question=question)
+
+
+def math_prompt(question):
+    return MATH_TEMPLATE.format(question=question)
 
 
 def context_solver_prompt(context, question):

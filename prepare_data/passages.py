@@ -231,8 +231,9 @@ def check_generation_args(args):
         raise ValueError("--max_chunks must be >= 0 and --max_new_tokens >= 1")
     if args.backend == "openai" and not args.tokenizer and not Path(args.model).is_dir():
         raise ValueError(f"--backend openai serves {args.model!r} remotely: pass --tokenizer DIR (a local HF tokenizer) for chunking")
-    if args.backend != "openai" and not Path(args.model).is_dir():
-        raise ValueError(f"--model {args.model!r} is not a local model directory (the {args.backend} backend loads it from disk)")
+    hub_id = re.fullmatch(r"[\w.-]+/[\w.-]+", args.model) and not args.model.startswith(".")
+    if args.backend != "openai" and not Path(args.model).is_dir() and not hub_id:
+        raise ValueError(f"--model {args.model!r} is neither a local model directory nor a hub id such as Qwen/Qwen2.5-7B-Instruct")
 
 
 def load_tokenizer(args):
@@ -317,3 +318,55 @@ def run_per_passage(args, passages, stage, output_name, columns, extra_settings,
         log.info("passage %d: %d rows %s, skipped %s (%.1f s)", passage.passage_id, len(rows), counts, skipped, manifest["seconds"])
         manifests.append(manifest)
     return manifests
+
+
+# --- Other datasets (SQuAD, NarrativeQA, GSM8K) ---------------------------------------------------
+
+
+def load_records(path, hub_dataset, hub_config, split):
+    """Rows of a local .jsonl / .json / .parquet file, or of a hub dataset split when `path` is
+    None (online only). A .json file may hold a list of rows or SQuAD's nested {"data": ...}."""
+    if path is None:
+        from datasets import load_dataset
+
+        return list(load_dataset(hub_dataset, hub_config, split=split))
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"input file not found: {path}")
+    if path.suffix == ".parquet":
+        import pandas as pd
+
+        return pd.read_parquet(path).to_dict("records")
+    if path.suffix == ".jsonl":
+        rows = []
+        with open(path, encoding="utf-8") as f:
+            for line_no, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise ValueError(f"{path} line {line_no}: not valid JSON ({e})") from None
+        return rows
+    if path.suffix == ".json":
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from None
+    raise ValueError(f"{path}: expected a .jsonl, .json or .parquet file")
+
+
+def add_dataset_args(parser, default_split):
+    parser.add_argument("--input", help="local file (.jsonl/.json/.parquet); omit to download from the hub")
+    parser.add_argument("--split", default=default_split, help=f"hub split (default: {default_split})")
+    parser.add_argument("--output", required=True, help="the parquet to write (verl RLHFDataset schema)")
+    parser.add_argument("--max_rows", type=int, default=0, help="keep only the first N rows; 0 = all")
+
+
+def write_rl_dataset(rows, args, name):
+    rows = rows[: args.max_rows] if args.max_rows else rows
+    if not rows:
+        raise ValueError(f"no {name} rows to write (check --input / --split)")
+    for index, row in enumerate(rows):
+        row["extra_info"]["index"] = index
+    write_parquet(rows, Path(args.output), RL_COLUMNS)
+    log.info("%d %s rows -> %s", len(rows), name, args.output)

@@ -117,7 +117,7 @@ def test_missing_file_and_bad_sizes_are_clear_errors(tmp_path, capsys, loogle_sa
     assert "--overlap_tokens < chunk_tokens/2" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         generate_qa.main(["--input", str(loogle_sample), "--passages", "0", "--model", str(tmp_path / "no-model")])
-    assert "is not a local model directory" in capsys.readouterr().err
+    assert "is neither a local model directory nor a hub id" in capsys.readouterr().err
 
 
 def test_passage_ranges():
@@ -183,6 +183,7 @@ def test_stage1_rerun_skips_complete_passages_and_redoes_changed_or_partial_ones
     assert set(pd.read_parquet(p0)["task"]) == {"recall", "continue"}
 
 
+@pytest.mark.slow
 def test_killed_generation_finished_by_a_rerun_equals_one_clean_run(loogle_sample, tiny_model, tmp_path):
     """SIGKILL in the middle of passage 1, rerun: the data equals an uninterrupted run's (seeded sampling)."""
     def command(out):
@@ -290,3 +291,111 @@ def test_loaded_passages_keep_ids_and_sources(loogle_sample):
     assert [p.passage_id for p in passages] == [1, 4]
     assert passages[1].source.endswith("shortdep_qa.jsonl line 5")
     assert passages[0].title == sample_rows(loogle_sample)[1]["title"]
+
+
+# --- mixing shards --------------------------------------------------------------------------------
+
+
+def test_mix_data_concatenates_complete_shards_keeping_passage_ids(qa_dir, tiny_tokenizer, tmp_path, capsys):
+    from prepare_data import mix_data
+
+    out = tmp_path / "mixed" / "grpo_0-1.parquet"
+    mix_data.main(["--data_dir", str(qa_dir), "--passages", "0-1", "--file", "grpo.parquet", "--output", str(out), "--shuffle"])
+    dataset = rl_dataset(out, tiny_tokenizer, tmp_path)
+    sizes = [manifest(qa_dir, p, "grpo")["rows"] for p in (0, 1)]
+    assert len(dataset) == sum(sizes)
+    items = [dataset[i] for i in range(len(dataset))]
+    assert sorted(item["extra_info"]["passage_id"] for item in items) == [0] * sizes[0] + [1] * sizes[1]
+    assert [item["extra_info"]["index"] for item in items] == list(range(len(items)))
+
+    sft_out = tmp_path / "mixed" / "stage2.parquet"
+    mix_data.main(["--data_dir", str(qa_dir), "--passages", "0-1", "--file", "stage2_sft.parquet", "--output", str(sft_out)])
+    assert pd.read_parquet(sft_out)["passage_id"].tolist() == [0] * sizes[0] + [1] * sizes[1]
+
+    # A shard without its manifest (interrupted) or a missing one is refused, by name.
+    (qa_dir / "passage1" / "manifest_grpo.json").rename(tmp_path / "saved.json")
+    try:
+        with pytest.raises(SystemExit):
+            mix_data.main(["--data_dir", str(qa_dir), "--passages", "0-1", "--file", "grpo.parquet", "--output", str(tmp_path / "x.parquet")])
+        assert "passage1/grpo.parquet: no matching manifest for passage 1" in capsys.readouterr().err
+    finally:
+        (tmp_path / "saved.json").rename(qa_dir / "passage1" / "manifest_grpo.json")
+    with pytest.raises(SystemExit):
+        mix_data.main(["--data_dir", str(qa_dir), "--passages", "0-2", "--file", "grpo.parquet", "--output", str(tmp_path / "x.parquet")])
+    assert "missing shard" in capsys.readouterr().err and not (tmp_path / "x.parquet").exists()
+
+
+# --- other datasets (local files in each dataset's own format) --------------------------------------
+
+
+def test_preprocess_gsm8k_squad_narrativeqa_read_by_verl(tmp_path, tiny_tokenizer, capsys):
+    from prepare_data import preprocess_gsm8k, preprocess_narrativeqa, preprocess_squad
+
+    gsm8k = write_jsonl(tmp_path / "gsm8k.jsonl", [
+        {"question": "Tom has 3 apples and buys 4 more. How many?", "answer": "3 + 4 = <<3+4=7>>7\n#### 7"},
+        {"question": "A book costs $1,200. Two cost?", "answer": "2 * 1200 = 2400\n#### 2,400"},
+    ])
+    preprocess_gsm8k.main(["--input", str(gsm8k), "--output", str(tmp_path / "gsm8k.parquet")])
+    items = rl_dataset(tmp_path / "gsm8k.parquet", tiny_tokenizer, tmp_path)
+    assert [items[i]["reward_model"]["ground_truth"] for i in range(2)] == ["7", "2400"]
+    assert "Tom has 3 apples" in items[0]["raw_prompt"][0]["content"] and items[1]["extra_info"]["index"] == 1
+
+    squad = tmp_path / "dev-v2.0.json"
+    squad.write_text(json.dumps({"version": "v2.0", "data": [{"title": "Normans", "paragraphs": [{
+        "context": "The Normans gave their name to Normandy, a region in France.",
+        "qas": [
+            {"id": "a1", "question": "In what country is Normandy?", "answers": [{"text": "France", "answer_start": 54}], "is_impossible": False},
+            {"id": "a2", "question": "Who gave their name to Paris?", "answers": [], "is_impossible": True},
+        ]}]}]}))
+    preprocess_squad.main(["--input", str(squad), "--output", str(tmp_path / "squad.parquet")])
+    preprocess_squad.main(["--input", str(squad), "--output", str(tmp_path / "squad_cb.parquet"), "--closed_book"])
+    with_context, closed = (rl_dataset(tmp_path / f, tiny_tokenizer, tmp_path) for f in ("squad.parquet", "squad_cb.parquet"))
+    assert len(with_context) == len(closed) == 1  # the unanswerable v2.0 question is left out
+    assert with_context[0]["reward_model"]["ground_truth"] == "France"
+    assert "region in France" in with_context[0]["raw_prompt"][0]["content"]
+    assert "region in France" not in closed[0]["raw_prompt"][0]["content"]
+    assert closed[0]["raw_prompt"][0]["content"] == solver_prompt("Normans", "In what country is Normandy?")
+
+    narrative = write_jsonl(tmp_path / "narrativeqa.jsonl", [{
+        "document": {"id": "d1", "summary": {"text": "Ansel keeps the green lamp for thirty-two years.", "title": "Varrow"}},
+        "question": {"text": "How long does Ansel keep the lamp?"},
+        "answers": [{"text": "Thirty-two years"}, {"text": "32 years"}],
+    }])
+    preprocess_narrativeqa.main(["--input", str(narrative), "--output", str(tmp_path / "nqa.parquet")])
+    (item,) = [rl_dataset(tmp_path / "nqa.parquet", tiny_tokenizer, tmp_path)[0]]
+    assert item["reward_model"]["ground_truth"] == "Thirty-two years"
+    assert list(item["extra_info"]["answers"]) == ["Thirty-two years", "32 years"]
+
+    bad = write_jsonl(tmp_path / "bad_gsm8k.jsonl", [{"question": "No final answer?", "answer": "just words"}])
+    with pytest.raises(SystemExit):
+        preprocess_gsm8k.main(["--input", str(bad), "--output", str(tmp_path / "bad.parquet")])
+    assert "bad_gsm8k.jsonl row 0: need `question` and an `answer` ending in '#### <number>'" in capsys.readouterr().err
+    assert not (tmp_path / "bad.parquet").exists()
+
+
+# --- bash drivers ---------------------------------------------------------------------------------
+
+SCRIPTS = REPO_ROOT / "scripts" / "gen_data"
+
+
+@pytest.mark.parametrize("script,args", [("gen_sft_data.sh", []), ("gen_sft_data.sh", ["0", "zero"]), ("gen_rl_data.sh", ["0"]), ("process_loogle_eval.sh", ["a-b"])])
+def test_drivers_print_usage_on_bad_arguments(script, args):
+    out = subprocess.run(["bash", str(SCRIPTS / script), *args], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and out.stderr.startswith("usage:")
+
+
+@pytest.mark.slow
+def test_drivers_generate_every_file_for_a_passage(loogle_sample, tiny_model, tmp_path, tiny_tokenizer):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "INPUT": str(loogle_sample), "DATA_DIR": str(tmp_path), "MODEL": str(tiny_model),
+           "BACKEND": "hf", "CHUNK_TOKENS": "96", "OVERLAP_TOKENS": "16", "MAX_CHUNKS": "2", "SUMMARY_MAX_NEW_TOKENS": "16",
+           "QA_MAX_NEW_TOKENS": "16", "QUESTIONS_PER_CHUNK": "2", "PROPOSER": "two_step", "PYTHON": sys.executable}
+    for script, args in [("process_loogle_eval.sh", ["3"]), ("gen_sft_data.sh", ["", "3"]), ("gen_rl_data.sh", ["", "3"])]:
+        out = subprocess.run(["bash", str(SCRIPTS / script), *args], capture_output=True, text=True, env=env, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+    folder = tmp_path / "passage3"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "eval.parquet", "grpo.parquet", "manifest_eval.json", "manifest_grpo.json", "manifest_stage1.json",
+        "manifest_stage2.json", "stage1_sft.parquet", "stage2_sft.parquet",
+    ]
+    assert len(rl_dataset(folder / "eval.parquet", tiny_tokenizer, tmp_path)) == 25
+    assert manifest(tmp_path, 3, "stage2")["settings"]["proposer"] == "two_step"
