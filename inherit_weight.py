@@ -286,7 +286,11 @@ WRITEBACK_BYTES = 64 * 2**20
 
 
 class ShardedWriter:
-    """Writes tensors, in a planned order and chunk by chunk, into HF-style sharded safetensors."""
+    """Writes tensors, chunk by chunk, into HF-style sharded safetensors whose layout is fixed up front.
+
+    Each tensor's place is known from the planned headers, so tensors may arrive in any order (a
+    run with several targets streams them in one order) while every output keeps its own layout.
+    """
 
     def __init__(self, out_dir, entries, max_shard_size, metadata=None):
         self.out_dir = Path(out_dir)
@@ -295,53 +299,49 @@ class ShardedWriter:
         n = len(self.shards)
         self.files = (["model.safetensors"] if n == 1 else
                       [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)])
-        self._shard_of = {name: i for i, shard in enumerate(self.shards) for name, _, _ in shard}
-        self._current, self._f, self._flushed = -1, None, 0
         self.total_size = sum(d.itemsize * _numel(s) for _, d, s in entries)
+        self._place = {}  # name -> [shard index, byte offset of the next chunk]
+        self._fds = []
+        for i, shard in enumerate(self.shards):
+            header = safetensors_header(shard, self.metadata)
+            fd = os.open(self.out_dir / self.files[i], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            self._fds.append(fd)
+            os.write(fd, header)
+            offset = len(header)
+            for name, dtype, shape in shard:
+                self._place[name] = [i, offset]
+                offset += dtype.itemsize * _numel(shape)
+        self._unflushed = [0] * n
 
     def write(self, name, data):
-        """Append bytes of tensor `name` (tensors and their chunks must come in planned order)."""
-        shard = self._shard_of[name]
-        while self._current < shard:
-            self._open_next()
-        self._f.write(memoryview(data.numpy()))
-        written = self._f.tell()
-        if written - self._flushed >= WRITEBACK_BYTES:
-            # Start writeback of what is written so far now (DONTNEED on dirty pages queues it
-            # without waiting), so that the final fsync has little left to do and the page
-            # cache does not fill up with our output.
-            self._f.flush()
-            os.posix_fadvise(self._f.fileno(), self._flushed, written - self._flushed, os.POSIX_FADV_DONTNEED)
-            self._flushed = written
-
-    def _open_next(self):
-        self._close_file()
-        self._current += 1
-        self._f = open(self.out_dir / self.files[self._current], "wb")
-        self._f.write(safetensors_header(self.shards[self._current], self.metadata))
-        self._flushed = 0
-
-    def _close_file(self):
-        if self._f is not None:
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._f.close()
-            self._f = None
+        """Write the next chunk (uint8 tensor) of tensor `name`; a tensor's chunks come in order."""
+        place = self._place[name]
+        fd, view = self._fds[place[0]], memoryview(data.numpy())
+        done = 0
+        while done < len(view):
+            done += os.pwrite(fd, view[done:], place[1] + done)
+        place[1] += done
+        self._unflushed[place[0]] += done
+        if self._unflushed[place[0]] >= WRITEBACK_BYTES:
+            # Start writeback now (DONTNEED on dirty pages queues it without waiting), so the
+            # final fsync has little left and our output does not crowd the page cache.
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            self._unflushed[place[0]] = 0
 
     def finish(self):
-        """Close the last shard (and any empty trailing ones) and write the index."""
-        while self._current < len(self.shards) - 1:
-            self._open_next()
-        self._close_file()
+        """fsync and close every shard and write the index (for more than one shard)."""
+        for fd in self._fds:
+            os.fsync(fd)
+        self.abort()
         if len(self.files) > 1:
             index = {"metadata": {"total_size": self.total_size},
-                     "weight_map": {name: self.files[i] for name, i in self._shard_of.items()}}
+                     "weight_map": {name: self.files[i] for name, (i, _) in self._place.items()}}
             (self.out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
     def abort(self):
-        if self._f is not None:
-            self._f.close()
-            self._f = None
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
 
 
 def _numel(shape):
@@ -579,9 +579,8 @@ def transfer(source, plans, alpha=1.0, max_shard_size="5GB", quiet=False):
         order += [n for n in plan.sources if n not in order]
     n_vec = len(source.readers)
 
-    def target_entries(plan):
-        return [(n, plan.reader.info(plan.sources[n]).dtype, plan.reader.info(plan.sources[n]).shape)
-                for n in order if n in plan.sources]
+    def target_entries(plan):  # each output keeps its target's own tensor order
+        return [(n, plan.reader.info(s).dtype, plan.reader.info(s).shape) for n, s in plan.sources.items()]
 
     max_item = lambda infos: max([i.itemsize for i in infos] + [1])
     vec_item = [max_item([r.info(source.names[n][k]) for n in order if n in source.names
