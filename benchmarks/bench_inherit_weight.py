@@ -87,13 +87,14 @@ def build_checkpoints(workdir, shapes, n_targets):
     writers = {n: ShardedWriter(dirs[n], entries, 5 * 10**9) for n in names}
     gen = torch.Generator().manual_seed(0)
     for tensor_name, shape in tensors:
-        base = (torch.randn(shape, generator=gen) * 0.02).to(torch.bfloat16)
-        for n in names:
-            scale = 0 if n == "base" else 1e-3 if n == "rl" else 1e-2
-            t = base if n == "base" else (base.float() + torch.randn(shape, generator=gen) * scale).to(torch.bfloat16)
-            writers[n].write(tensor_name, t.reshape(-1).view(torch.uint8))
-        print(f"\rbuilding synthetic {shapes} checkpoints: {tensor_name:60s}", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+        base = torch.randn(shape, generator=gen) * 0.02
+        noise = torch.randn(shape, generator=gen)  # shifted per model: cheaper than fresh noise each
+        for k, n in enumerate(names):
+            t = base if n == "base" else base + noise.roll(k) * (1e-3 if n == "rl" else 1e-2)
+            writers[n].write(tensor_name, t.to(torch.bfloat16).reshape(-1).view(torch.uint8))
+        if tensor_name.endswith("post_attention_layernorm.weight"):
+            print(f"building synthetic {shapes} checkpoints: {tensor_name.split('.')[2]} layers done",
+                  file=sys.stderr, flush=True)
     for w in writers.values():
         w.finish()
     return dirs
