@@ -54,7 +54,7 @@ def main(argv=None):
 
     def build_rows(passage, chunks, n_chunks, tokenizer, get_generator):
         summaries = [[] for _ in chunks]
-        skipped = {"summary_empty": 0}
+        skipped = {"summary_empty": 0, "summary_duplicate": 0, "continue_too_short": 0}
         if "summary" in tasks:
             conversations = [[{"role": "user", "content": summary_prompt(passage.title, c.text)}] for c in chunks]
             outputs = get_generator().generate(
@@ -65,7 +65,9 @@ def main(argv=None):
                     summary = parse_summary(text)
                     if summary is None:
                         skipped["summary_empty"] += 1
-                    elif summary not in summaries[k]:
+                    elif summary in summaries[k]:
+                        skipped["summary_duplicate"] += 1
+                    else:
                         summaries[k].append(summary)
         rows = []
         for k, chunk in enumerate(chunks):
@@ -73,7 +75,9 @@ def main(argv=None):
                 rows.append(messages_row("summary", passage, chunk, summary_prompt(passage.title, chunk.text), summary))
             if "recall" in tasks:
                 rows.append(messages_row("recall", passage, chunk, recall_prompt(passage.title, chunk.index + 1, n_chunks), chunk.text))
-            if "continue" in tasks:
+            if "continue" in tasks and chunk.end_token - chunk.start_token < 2:
+                skipped["continue_too_short"] += 1
+            elif "continue" in tasks:
                 prefix, rest = split_continuation(chunk.text, tokenizer)
                 rows.append(messages_row("continue", passage, chunk, continue_prompt(passage.title, prefix), rest))
         counts = {task: sum(r["task"] == task for r in rows) for task in tasks}

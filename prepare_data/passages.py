@@ -1,6 +1,7 @@
 """What every prepare_data entry point shares: LooGLE passages (validated, by passage id),
-passage-id ranges, the per-passage output folder, atomic parquet writes and the manifest that
-makes a rerun skip finished passages.
+passage-id ranges, the per-passage output folder, atomic parquet writes, the manifest that makes
+a rerun skip finished passages, the generator options and per-passage loop of the generating
+entry points, and the loader of the other datasets' files.
 
 passage_id N is the 0-based index of the N-th non-blank row of the LooGLE jsonl.
 Per passage, under DATA_DIR/passage{N}/: eval.parquet, stage1_sft.parquet, stage2_sft.parquet,
