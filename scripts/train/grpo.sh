@@ -54,10 +54,12 @@ usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 device_overrides=("${CPU_GRPO_OVERRIDES[@]}")
 if [[ "$DEVICE" == cpu ]]; then
   N_GPUS_PER_NODE=1
-  # vLLM-CPU reserves KV cache and batches for its limits: keep them to what a rollout needs.
+  # vLLM-CPU sizes its buffers by these limits: keep them to what a rollout needs (vLLM wants
+  # max_num_batched_tokens >= max_num_seqs, 256).
+  max_len=$((MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH))
   device_overrides+=(
-    actor_rollout_ref.rollout.max_model_len=$((MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH))
-    actor_rollout_ref.rollout.max_num_batched_tokens=$((MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH))
+    actor_rollout_ref.rollout.max_model_len=$max_len
+    actor_rollout_ref.rollout.max_num_batched_tokens=$((max_len > 256 ? max_len : 256))
   )
 fi
 
