@@ -17,10 +17,12 @@ backend sends the messages and the server applies the same template. Greedy deco
 
 import asyncio
 import os
+from pathlib import Path
 
 from tqdm import tqdm
 
 BACKENDS = ("hf", "vllm", "openai")
+API_KEY_FILE = Path(__file__).resolve().parent / "openai_api_key.txt"
 
 
 def make_generator(backend, model, **options):
@@ -30,8 +32,9 @@ def make_generator(backend, model, **options):
       hf:     batch_size=8, dtype="auto", device=None (cuda if available, else cpu)
       vllm:   any `vllm.LLM` keyword (tensor_parallel_size, gpu_memory_utilization,
               max_model_len, dtype, enforce_eager, ...)
-      openai: base_url (default https://api.openai.com/v1), api_key (default env
-              OPENAI_API_KEY, else "EMPTY" for local servers), concurrency=16, timeout=600
+      openai: base_url (default env OPENAI_BASE_URL, else https://api.openai.com/v1), api_key
+              (default env OPENAI_API_KEY, else the gitignored openai_api_key.txt in the repo
+              root, else "EMPTY" for local servers), concurrency=16, timeout=600
     """
     if backend == "hf":
         return HFGenerator(model, **options)
@@ -144,8 +147,9 @@ class OpenAIGenerator:
     def __init__(self, model, base_url=None, api_key=None, concurrency=16, timeout=600):
         self.model = model
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
-        # Local servers (vllm serve, the tests' server) accept any key; never log it.
-        self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        # Local servers (vllm serve, transformers serve) accept any key. Never logged.
+        key_file = API_KEY_FILE.read_text(encoding="utf-8").strip() if API_KEY_FILE.is_file() else ""
+        self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or key_file or "EMPTY"
         self.concurrency = concurrency
         self.timeout = timeout
 

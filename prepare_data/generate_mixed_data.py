@@ -1,7 +1,7 @@
-"""Stage-1 SFT data for LooGLE passages: the passage's knowledge, in three task types.
+r"""Stage-1 SFT data for LooGLE passages: the passage's knowledge, in three task types.
 
     python -m prepare_data.generate_mixed_data --input ../shared/data/loogle-sample/shortdep_qa.jsonl \
-        --passages 0-4 --model Qwen2.5-7B-Instruct --backend vllm
+        --passages 0-4 --model Qwen/Qwen2.5-7B-Instruct --backend vllm
 
 Each passage is cut into overlapping token chunks (the tokenizer of --tokenizer or --model);
 for every chunk:

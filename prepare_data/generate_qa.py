@@ -1,8 +1,8 @@
-"""Stage-2 SFT data and GRPO prompts for LooGLE passages: question-answer pairs that the
+r"""Stage-2 SFT data and GRPO prompts for LooGLE passages: question-answer pairs that the
 generator proposes from each chunk of the passage.
 
     python -m prepare_data.generate_qa --input ../shared/data/loogle-sample/shortdep_qa.jsonl \
-        --passages 0-4 --model Qwen2.5-7B-Instruct --backend vllm --format sft
+        --passages 0-4 --model Qwen/Qwen2.5-7B-Instruct --backend vllm --format sft
     python -m prepare_data.generate_qa ... --format grpo      # RL source passages
 
 Proposers: `json` (default) asks for a JSON list of --questions_per_chunk pairs per chunk and

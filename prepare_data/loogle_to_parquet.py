@@ -1,4 +1,4 @@
-"""LooGLE passages -> per-passage evaluation sets in verl's RLHFDataset schema.
+r"""LooGLE passages -> per-passage evaluation sets in verl's RLHFDataset schema.
 
     python -m prepare_data.loogle_to_parquet --input ../shared/data/loogle-sample/shortdep_qa.jsonl \
         --output_dir data --passages 0-4

@@ -1,4 +1,4 @@
-"""Concatenate per-passage parquet shards into one training file, schema-checked.
+r"""Concatenate per-passage parquet shards into one training file, schema-checked.
 
     python -m prepare_data.mix_data --data_dir data --passages 0-4 --file grpo.parquet \
         --output data/mixed/grpo_0-4.parquet [--shuffle --seed 0]
