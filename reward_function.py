@@ -2,6 +2,8 @@
 
     reward.custom_reward_function.path=$PWD/reward_function.py
     +reward.custom_reward_function.reward_kwargs.judge_url=http://127.0.0.1:8123   # else env JUDGE_SERVER_URL
+    +reward.custom_reward_function.reward_kwargs.judge_timeout=300                 # seconds per request
+    +reward.custom_reward_function.reward_kwargs.judge_retries=5                   # then JudgeUnavailableError
 
 verl calls `compute_score` once per rollout, many at a time, in each reward worker's event loop.
 Calls that arrive together are sent as one POST /judge (after a BATCH_WINDOW_S pause, at most

@@ -40,6 +40,7 @@ from utils import extract_answer  # noqa: E402
 
 N_CANDIDATES = 4
 
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -151,8 +152,8 @@ def run_sequential(reward_function, samples, judge_url):
 
 
 async def burst(judge_url, n_requests, salt):
-    """n_requests single-item POST /judge at once. aiohttp, not httpx: httpx's connection pool
-    slows down quadratically with a thousand open connections and would measure the client."""
+    """n_requests single-item POST /judge at once. aiohttp, not httpx: with a thousand open
+    connections httpx's pool was 5x slower here (9.2 s vs 1.8 s) and would measure the client."""
     items = [{"question": f"[{salt}] burst {i}?", "reference": f"answer {i}",
               "response": f"answer {i}" if i % 2 == 0 else "no idea"} for i in range(n_requests)]
 
