@@ -4,6 +4,8 @@ model, and a loopback app that records requests); the vllm backend with vLLM's C
 
 import asyncio
 import contextlib
+import copy
+import json
 import os
 import socket
 import subprocess
@@ -42,8 +44,6 @@ def test_render_chat_uses_the_models_template(tiny_tokenizer):
 
 
 def test_render_chat_without_template_is_a_clear_error(tiny_tokenizer):
-    import copy
-
     bare = copy.deepcopy(tiny_tokenizer)
     bare.chat_template = None
     with pytest.raises(ValueError, match="no chat template"):
@@ -136,11 +136,12 @@ def test_openai_requests_respect_the_concurrency_bound_and_keep_order():
         outputs = generator.generate(conversations, max_new_tokens=17, temperature=0.5, top_p=0.9, seed=11, n=2)
     assert outputs == [[f"question {i}|seed=11", f"question {i}|seed=12"] for i in range(8)]
     assert app.state.peak == 3  # 16 requests, never more than 3 in flight
-    body = app.state.requests[0]["body"]
-    assert body["model"] == "judge-model" and body["max_tokens"] == 17
-    assert body["temperature"] == 0.5 and body["top_p"] == 0.9
-    assert body["messages"] == conversations[0] or body["messages"] in conversations
-    assert app.state.requests[0]["auth"] == "Bearer sk-test-local"
+    received = sorted((r["body"]["messages"][0]["content"], r["body"]["seed"]) for r in app.state.requests)
+    assert received == sorted((f"question {i}", seed) for i in range(8) for seed in (11, 12))
+    for r in app.state.requests:
+        assert r["body"]["model"] == "judge-model" and r["body"]["max_tokens"] == 17
+        assert r["body"]["temperature"] == 0.5 and r["body"]["top_p"] == 0.9
+        assert r["auth"] == "Bearer sk-test-local"
 
 
 def test_openai_greedy_makes_one_request_per_conversation():
@@ -210,8 +211,6 @@ def test_vllm_backend_matches_hf_backend(tiny_model):
     repo = Path(__file__).resolve().parent.parent
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600, cwd=repo)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    import json
-
     result = json.loads(out.stdout.split("RESULT ", 1)[1].splitlines()[0])
     assert [len(o) for o in result["greedy"]] == [1, 1, 1]
     assert [len(o) for o in result["sampled"]] == [2] and result["sampled"] == result["again"]

@@ -5,6 +5,7 @@ resumability (a killed run finished by a rerun equals one clean run), and bad in
 import ast
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -102,8 +103,6 @@ def test_bad_input_is_a_clear_error_before_any_output(tmp_path, capsys, rows, pa
         with pytest.raises(SystemExit) as exit_info:
             entry_point.main(["--input", str(bad), "--output_dir", str(out), "--passages", passages, *extra])
         assert exit_info.value.code == 2
-        import re
-
         assert re.search(message, capsys.readouterr().err), entry_point.__name__
         assert not out.exists()
 
