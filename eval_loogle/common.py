@@ -156,9 +156,12 @@ def load_eval_set(passage_idx=None, data_file=None, data_dir=DEFAULT_DATA_DIR):
 
 
 def default_backend():
+    """vllm on a GPU node that has it, else transformers."""
+    import importlib.util
+
     import torch
 
-    return "vllm" if torch.cuda.is_available() else "hf"
+    return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "hf"
 
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")

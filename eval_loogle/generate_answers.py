@@ -57,7 +57,7 @@ def add_generation_args(parser):
     parser.add_argument("--n_runs", type=int, default=N_RUNS, help=f"sampled runs per question (default {N_RUNS})")
     parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR, help=f"root of the passage folders (default {DEFAULT_DATA_DIR})")
     parser.add_argument("--results_dir", default=DEFAULT_RESULTS_DIR, help=f"root of the result folders (default {DEFAULT_RESULTS_DIR})")
-    parser.add_argument("--backend", choices=BACKENDS, default=None, help="generation backend (default: vllm with a GPU, else hf)")
+    parser.add_argument("--backend", choices=BACKENDS, default=None, help="generation backend (default: vllm on a GPU when installed, else hf)")
     parser.add_argument("--batch_size", type=int, default=8, help="prompts per batch for the hf backend (default 8)")
     parser.add_argument("--base_url", help="OpenAI-compatible URL for --backend openai")
     parser.add_argument("--context_file", help="LooGLE jsonl holding the passage: put it in the prompt (passage in context)")

@@ -24,7 +24,7 @@ def default_judge_url():
 
 
 def is_gsm8k(answers_doc):
-    """GSM8K (verl's data_source "openai/gsm8k") is scored by exact numeric match, not a judge."""
+    """GSM8K (data_source "gsm8k", or verl's "openai/gsm8k") is scored by exact numeric match."""
     return "gsm8k" in str(answers_doc.get("data_source", "")).lower()
 
 

@@ -314,19 +314,15 @@ def test_eval_with_context_script(tiny_model, data_dir, judge_url, loogle_sample
 
 @pytest.mark.slow
 def test_eval_gsm8k_script(tiny_model, tmp_path):
-    import pandas as pd
+    from prepare_data import preprocess_gsm8k
 
+    raw = tmp_path / "gsm8k_test.jsonl"
+    raw.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"question": "Tom has 3 apples and buys 4 more. How many apples does he have?", "answer": "3 + 4 = 7\n#### 7"},
+        {"question": "A box holds 12 eggs. How many eggs are in 2 boxes?", "answer": "12 * 2 = 24\n#### 24"},
+    ]))
     gsm8k = tmp_path / "data" / "gsm8k" / "test.parquet"
-    gsm8k.parent.mkdir(parents=True)
-    rows = [("Tom has 3 apples and buys 4 more. How many apples does he have?", "7"),
-            ("A box holds 12 eggs. How many eggs are in 2 boxes?", "24")]
-    pd.DataFrame([{
-        "data_source": "openai/gsm8k",
-        "prompt": [{"role": "user", "content": q + ' Let\'s think step by step and output the final answer after "####".'}],
-        "ability": "math",
-        "reward_model": {"style": "rule", "ground_truth": a},
-        "extra_info": {"split": "test", "index": i, "question": q, "answer": f"#### {a}"},
-    } for i, (q, a) in enumerate(rows)]).to_parquet(gsm8k)
+    preprocess_gsm8k.main(["--input", str(raw), "--output", str(gsm8k)])
     env = {"MODEL_PATH": tiny_model, "MODEL_TAG": "stage2", "GSM8K_FILE": gsm8k, "RESULTS_DIR": tmp_path / "results"}
     run_script("scripts/eval_gsm8k.sh", env, "--max_new_tokens", "8")
     doc = json.loads((tmp_path / "results" / "stage2" / "gsm8k" / "test_results.json").read_text())
@@ -378,10 +374,10 @@ def test_judge_server_down_is_a_clear_error(tmp_path, capsys):
 
 def test_gsm8k_answers_scored_by_numeric_match(tmp_path):
     answers = tmp_path / "answers.json"
-    rows = [("72", "48 + 24 = 72\n#### 72", 0), ("10", "#### 12", 0), ("72", "#### 72", 1), ("10", "#### 10", 1)]
+    rows = [("72", "48 + 24 = 72\n#### 72", 0), ("10", "#### 12", 0), ("72", "Answer: 72", 1), ("10", "so 10 in all", 1)]
     write_json_atomic(answers, {
         "model_tag": "stage2", "model_path": "m", "split": "gsm8k", "data_file": "data/gsm8k/test.parquet",
-        "data_source": "openai/gsm8k", "generation": {},
+        "data_source": "gsm8k", "generation": {},
         "answers": [{"index": i % 2, "run": run, "seed": run, "question": "q", "reference": ref, "response": resp, "answer": resp}
                     for i, (ref, resp, run) in enumerate(rows)],
     })
