@@ -24,28 +24,16 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from inherit_weight import (CHUNK_ELEMENTS, LM_HEAD, SkillSource, TransferError, config_fingerprint,
+from inherit_weight import (CHUNK_ELEMENTS, SkillSource, TransferError, config_fingerprint,
                             safetensors_header)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def vector_names(source):
-    """Names stored in the vector: a tied pair's lm_head is its embeddings, stored once."""
-    return [n for n in source.names if not (n == LM_HEAD and source.tied)]
-
-
 def iter_delta(source, name, dtype, buffers):
-    """Yield (rl - base)[start:end] chunks of one tensor, computed in float32 and cast to dtype."""
-    rl, base = source.readers
-    rl_name, base_name = source.names[name]
-    numel = rl.info(rl_name).numel
-    rl_buf, base_buf, delta32, out_buf = buffers
-    for start in range(0, numel, CHUNK_ELEMENTS):
-        end = min(start + CHUNK_ELEMENTS, numel)
-        delta = delta32[: end - start]
-        delta.copy_(rl.read_into(rl_name, start, end, rl_buf))
-        delta.sub_(base.read_into(base_name, start, end, base_buf))
+    """Yield chunks of (rl - base) for one tensor, computed in float32 and cast to dtype."""
+    delta32, out_buf = buffers[0], buffers[1]
+    for start, end, delta in source.iter_delta(name, delta32, buffers[2:]):
         if not torch.isfinite(delta.sum()) and not torch.isfinite(delta).all():
             raise FloatingPointError(f"NaN or Inf in rl - base for {name} (elements {start}..{end}); check the inputs")
         out = out_buf[: (end - start) * dtype.itemsize].view(dtype)
@@ -63,14 +51,14 @@ def save_skill_vector(grpo_model, base_model, output, dtype="float32", overwrite
     torch_dtype = DTYPES[dtype]
     source = SkillSource(grpo_model, base_model)
     try:
-        names = vector_names(source)
+        names = source.vector_names()
         shapes = {n: source.info(n).shape for n in names}
         for n in names:
             if not source.info(n).dtype.is_floating_point:
                 raise TransferError(f"{n} has non-float dtype {source.info(n).dtype}; no skill vector for it")
         total = sum(source.info(n).numel for n in names) * torch_dtype.itemsize
-        buffers = [torch.empty(CHUNK_ELEMENTS * 4, dtype=torch.uint8), torch.empty(CHUNK_ELEMENTS * 4, dtype=torch.uint8),
-                   torch.empty(CHUNK_ELEMENTS, dtype=torch.float32), torch.empty(CHUNK_ELEMENTS * 4, dtype=torch.uint8)]
+        buffers = [torch.empty(CHUNK_ELEMENTS, dtype=torch.float32)] + \
+            [torch.empty(CHUNK_ELEMENTS * 8, dtype=torch.uint8) for _ in range(3)]
         output.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.tmp-", dir=output.parent)
         progress = tqdm(total=total, unit="B", unit_scale=True, desc="skill vector", disable=quiet, file=sys.stderr)

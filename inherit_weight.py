@@ -443,6 +443,24 @@ class SkillSource:
     def info(self, name):
         return self.readers[0].info(self.names[name][0])
 
+    def vector_names(self):
+        """Distinct tensors of the vector: a tied pair's lm_head is its embeddings, counted once."""
+        return [n for n in self.names if not (n == LM_HEAD and self.tied)]
+
+    def iter_delta(self, name, delta32, buffers):
+        """Yield (start, end, float32 chunk of rl - base or of the saved vector) for one tensor.
+
+        delta32: float32 buffer of CHUNK_ELEMENTS; buffers: one uint8 buffer per reader, 8 bytes an element.
+        """
+        numel = self.info(name).numel
+        for start in range(0, numel, CHUNK_ELEMENTS):
+            end = min(start + CHUNK_ELEMENTS, numel)
+            delta = delta32[: end - start]
+            delta.copy_(self.readers[0].read_into(self.names[name][0], start, end, buffers[0]))
+            if len(self.readers) == 2:
+                delta.sub_(self.readers[1].read_into(self.names[name][1], start, end, buffers[1]))
+            yield start, end, delta
+
     def close(self):
         for reader in self.readers:
             reader.close()
