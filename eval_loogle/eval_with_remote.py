@@ -6,8 +6,9 @@
 Takes generate_answers.py's options (the same sampling settings, --context_file for the
 passage in context, --data_file for GSM8K) plus --judge_url. The judge server is checked before
 any generation starts. Writes RESULTS_DIR/<model tag>/<split>/answers.json (resumable, as
-generate_answers.py does) and then test_results.json next to it; GSM8K answers are scored by
-exact numeric match in-process instead of the server.
+generate_answers.py does) and then test_results.json next to it, with LooGLE's automatic
+metrics (--no_metrics skips them). GSM8K answers are scored by exact numeric match in-process
+instead of the server.
 """
 
 import argparse
@@ -35,6 +36,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_generation_args(parser)
     parser.add_argument("--judge_url", default=default_judge_url(), help="judge server URL (default env JUDGE_SERVER_URL or http://127.0.0.1:8123)")
+    parser.add_argument("--no_metrics", action="store_true", help="verdicts only, skip LooGLE's automatic metrics")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
@@ -52,7 +54,7 @@ def main(argv=None):
         rows = judged_rows(answers_doc, judge_numeric(judge_items(answers_doc)))
         doc = results_document(answers_doc, rows, numeric_judge_info())
     else:
-        doc = score_with_server(answers_doc, args.judge_url)
+        doc = score_with_server(answers_doc, args.judge_url, metrics=not args.no_metrics)
     write_json_atomic(out_dir / RESULTS_FILE, doc)
     acc = doc["accuracy"]
     log.info("%s %s: accuracy %.3f ± %.3f over %d runs -> %s", doc["model_tag"], doc["split"], acc["mean"], acc["std"], acc["n_runs"], out_dir / RESULTS_FILE)

@@ -18,8 +18,8 @@ import pytest
 
 from eval_loogle import generate_answers, score_answers, score_answers_with_server
 from eval_loogle.common import EvalSet, context_conversations, load_eval_set, model_tag_from_path, write_json_atomic
-from eval_loogle.judge_utils import accuracy_summary, judge_numeric, final_number
-from eval_loogle.score_answers import automatic_metrics, bleu_scores, load_wordnet, meteor, rouge_recalls
+from eval_loogle import judge_utils
+from eval_loogle.judge_utils import accuracy_summary, automatic_metrics, bleu_scores, final_number, judge_numeric, load_wordnet, meteor, rouge_recalls
 from prepare_data import loogle_to_parquet
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +65,7 @@ def test_meteor_reported_unavailable_without_wordnet(tmp_path, monkeypatch):
     import nltk
 
     monkeypatch.setattr(nltk.data, "path", [str(tmp_path / "nltk_data")])
-    monkeypatch.setattr(score_answers, "DEBIAN_WORDNET_DIR", tmp_path / "no_wordnet")
+    monkeypatch.setattr(judge_utils, "DEBIAN_WORDNET_DIR", tmp_path / "no_wordnet")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     rows = [{"reference": "Pan-Islamism.", "answer": "Pan-Islamism."}]
     metrics = automatic_metrics(rows)
@@ -223,7 +223,9 @@ def test_server_and_local_lexical_verdicts_agree(evaluated, tmp_path):
     served = json.loads((evaluated / "tiny" / "passage0" / "test_results.json").read_text())
     assert [r["verdict"] for r in local["results"]] == [r["verdict"] for r in served["results"]]
     assert [r["score"] for r in local["results"]] == pytest.approx([r["score"] for r in served["results"]])
-    assert set(local["automatic_metrics"]["mean"]) >= {"bleu1", "bleu4", "rouge1", "rouge2", "rougel"}
+    for doc in (local, served):
+        assert set(doc["automatic_metrics"]["mean"]) >= {"bleu1", "bleu4", "rouge1", "rouge2", "rougel", "meteor"}
+    assert local["automatic_metrics"]["mean"] == pytest.approx(served["automatic_metrics"]["mean"])
 
 
 @pytest.mark.slow
