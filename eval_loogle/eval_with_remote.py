@@ -54,7 +54,10 @@ def main(argv=None):
         rows = judged_rows(answers_doc, judge_numeric(judge_items(answers_doc)))
         doc = results_document(answers_doc, rows, numeric_judge_info())
     else:
-        doc = score_with_server(answers_doc, args.judge_url, metrics=not args.no_metrics)
+        try:
+            doc = score_with_server(answers_doc, args.judge_url, metrics=not args.no_metrics)
+        except RuntimeError as e:
+            parser.exit(1, f"error: {e}\nThe answers are saved in {out_dir / ANSWERS_FILE}: rerun to judge them without generating again.\n")
     write_json_atomic(out_dir / RESULTS_FILE, doc)
     acc = doc["accuracy"]
     log.info("%s %s: accuracy %.3f ± %.3f over %d runs -> %s", doc["model_tag"], doc["split"], acc["mean"], acc["std"], acc["n_runs"], out_dir / RESULTS_FILE)

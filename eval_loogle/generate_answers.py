@@ -51,7 +51,7 @@ def add_generation_args(parser):
     which = parser.add_argument_group("what to answer (one of)")
     which.add_argument("--passage_idx", type=int, help="LooGLE passage id N: answers data/passage{N}/eval.parquet")
     which.add_argument("--data_file", help="any parquet in RLHFDataset schema, e.g. data/gsm8k/test.parquet")
-    parser.add_argument("--model_path", required=True, help="local Hugging Face model folder (or a served name with --backend openai)")
+    parser.add_argument("--model_path", required=True, help="local Hugging Face model folder or hub id (a served model name with --backend openai)")
     parser.add_argument("--model_tag", help="variant name results are filed under (default: from --model_path, e.g. "
                         "checkpoints/passage3/stage2/final -> stage2; '-context' is appended with --context_file)")
     parser.add_argument("--n_runs", type=int, default=N_RUNS, help=f"sampled runs per question (default {N_RUNS})")
