@@ -395,3 +395,17 @@ def test_cli_from_the_repo_root(models, tmp_path):
     assert "tensors changed" in proc.stdout and "||alpha*skill||" in proc.stdout
     expected = reference(load_state(models["target"]), load_state(models["rl"]), load_state(models["base"]), 0.5)
     assert_bit_identical(load_state(tmp_path / "cli_out"), expected)
+
+
+def test_float32_target_from_bf16_sources(models, tmp_path):
+    def to_float32(state):
+        for name in state:
+            state[name] = state[name].float()
+    target32 = write_variant(models["target"], tmp_path / "target32", seed=12, edit=to_float32)
+    inherit([target32, models["target"]], [tmp_path / "out32", tmp_path / "out16"], grpo_model=models["rl"],
+            base_model=models["base"], quiet=True)
+    rl, base = load_state(models["rl"]), load_state(models["base"])
+    out32 = load_state(tmp_path / "out32")
+    assert all(t.dtype == torch.float32 for t in out32.values())
+    assert_bit_identical(out32, reference(load_state(target32), rl, base))
+    assert_bit_identical(load_state(tmp_path / "out16"), reference(load_state(models["target"]), rl, base))
