@@ -406,13 +406,14 @@ class SkillSource:
             self.vector = CheckpointReader(skill_vector)
             self.readers = [self.vector]
             meta = self.vector.metadata
-            self.tied = meta.get("tied_embeddings") == "true"
             self.fingerprint = json.loads(meta["config_fingerprint"]) if "config_fingerprint" in meta else None
             names = {n: n for n in self.vector.names()}
+            # A vector without lm_head comes from tied models (stored once; a .pth of the original
+            # release never has it either): its embedding delta is also the lm_head delta.
+            embed = [n for n in names if n.endswith(EMBED_SUFFIX)]
+            self.tied = LM_HEAD not in names and len(embed) == 1
             if self.tied:
-                embed = [n for n in names if n.endswith(EMBED_SUFFIX)]
-                if len(embed) == 1:
-                    names[LM_HEAD] = embed[0]
+                names[LM_HEAD] = embed[0]
             self.names = {n: [s] for n, s in names.items()}
             self.description = f"skill vector {skill_vector}"
             if "tensor_count" in meta and int(meta["tensor_count"]) != len(self.vector.names()):

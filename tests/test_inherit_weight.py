@@ -178,11 +178,13 @@ def test_n_targets_in_one_run_equal_n_single_runs(models, tiny_model_sharded, tm
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
-def test_saved_skill_vector_equals_direct_path(models, tmp_path, suffix):
+@pytest.mark.parametrize("sources", ["untied", "tied"])
+def test_saved_skill_vector_equals_direct_path(models, tmp_path, suffix, sources):
+    rl, base = (models["rl"], models["base"]) if sources == "untied" else (models["rl_tied"], models["base_tied"])
     vector = tmp_path / f"skill{suffix}"
-    save_skill_vector(models["rl"], models["base"], vector, quiet=True)
+    save_skill_vector(rl, base, vector, quiet=True)
     inherit([models["target"], models["target_tied"]], [tmp_path / "direct0", tmp_path / "direct1"],
-            grpo_model=models["rl"], base_model=models["base"], alpha=0.5, quiet=True)
+            grpo_model=rl, base_model=base, alpha=0.5, quiet=True)
     inherit([models["target"], models["target_tied"]], [tmp_path / "vec0", tmp_path / "vec1"],
             skill_vector=vector, alpha=0.5, quiet=True)
     for k in range(2):
