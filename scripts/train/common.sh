@@ -135,6 +135,11 @@ resume_mode_for() {
 record_final() {
   local run_dir="$1" hf_subdir="$2" step
   [[ "$DRY_RUN" == 1 ]] && { echo "DRY_RUN: link $run_dir/final -> global_step_<last>/$hf_subdir"; return; }
+  if [[ ! -f "$run_dir/latest_checkpointed_iteration.txt" ]]; then
+    echo "verl wrote no checkpoint to $run_dir (it saves at the last step only when it reaches" \
+      "trainer.total_training_steps; for GRPO also trainer.save_freq must be > 0)" >&2
+    return 1
+  fi
   step="$(cat "$run_dir/latest_checkpointed_iteration.txt")"
   local hf_dir="global_step_$step/$hf_subdir"
   if ! compgen -G "$run_dir/$hf_dir/*.safetensors" >/dev/null; then

@@ -17,8 +17,10 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 passage_id=${passage_id:-0}
-DATA_DIR=${DATA_DIR:-$ROOT/data/passage$passage_id}
-CKPT_DIR=${CKPT_DIR:-$ROOT/checkpoints/passage$passage_id}
+DATA_ROOT=${DATA_ROOT:-$ROOT/data}
+CKPT_ROOT=${CKPT_ROOT:-$ROOT/checkpoints}
+DATA_DIR=${DATA_DIR:-$DATA_ROOT/passage$passage_id}
+CKPT_DIR=${CKPT_DIR:-$CKPT_ROOT/passage$passage_id}
 MODEL_PATH=${MODEL_PATH:-$CKPT_DIR/stage2/final}
 OUTPUT_DIR=${OUTPUT_DIR:-$CKPT_DIR/grpo}
 TRAIN_FILES=${TRAIN_FILES:-$DATA_DIR/grpo.parquet}
@@ -35,7 +37,7 @@ TEMPERATURE=${TEMPERATURE:-1.0}
 MAX_PROMPT_LENGTH=${MAX_PROMPT_LENGTH:-1024}
 MAX_RESPONSE_LENGTH=${MAX_RESPONSE_LENGTH:-512}
 TOTAL_EPOCHS=${TOTAL_EPOCHS:-5}
-TOTAL_STEPS=${TOTAL_STEPS:-null}               # caps the steps (null: epochs decide)
+TOTAL_STEPS=${TOTAL_STEPS:-null}               # exactly this many steps (null: the epochs decide)
 SAVE_FREQ=${SAVE_FREQ:-20}                     # > 0: verl also saves at the last step
 TEST_FREQ=${TEST_FREQ:-10}
 VAL_BEFORE_TRAIN=${VAL_BEFORE_TRAIN:-True}
@@ -74,6 +76,9 @@ if [[ "$DRY_RUN" != 1 ]]; then
   }
 fi
 resume_mode="$(resume_mode_for "$OUTPUT_DIR")"
+# verl saves its last checkpoint only on reaching total_training_steps: with a step count, let
+# the epochs repeat until it is reached.
+[[ "$TOTAL_STEPS" != null ]] && TOTAL_EPOCHS=$((TOTAL_STEPS))
 
 run_verl "grpo passage $passage_id" verl.trainer.main_ppo "$PYTHON" -- \
   algorithm.adv_estimator=grpo \

@@ -67,7 +67,7 @@ for ((k = 1; k <= K; k++)); do
   fi
 
   passage_id="$source_id" MODEL_PATH="$start" OUTPUT_DIR="$round_dir/grpo" \
-    DATA_DIR="$DATA_ROOT/passage$source_id" CKPT_DIR="$CKPT_ROOT/passage$source_id" \
+    DATA_ROOT="$DATA_ROOT" CKPT_ROOT="$CKPT_ROOT" \
     EXPERIMENT_NAME="round10_round${k}_passage$source_id" \
     bash "$ROOT/scripts/train/grpo.sh" "$@"
 

@@ -20,11 +20,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 passage_id=${passage_id:-0}
 BASE_MODEL=${BASE_MODEL:-Qwen/Qwen2.5-7B-Instruct}
 STAGES=${STAGES:-"1 2"}
-DATA_DIR=${DATA_DIR:-$ROOT/data/passage$passage_id}
-CKPT_DIR=${CKPT_DIR:-$ROOT/checkpoints/passage$passage_id}
+DATA_ROOT=${DATA_ROOT:-$ROOT/data}
+CKPT_ROOT=${CKPT_ROOT:-$ROOT/checkpoints}
+DATA_DIR=${DATA_DIR:-$DATA_ROOT/passage$passage_id}
+CKPT_DIR=${CKPT_DIR:-$CKPT_ROOT/passage$passage_id}
 STAGE1_EPOCHS=${STAGE1_EPOCHS:-3}
 STAGE2_EPOCHS=${STAGE2_EPOCHS:-3}
-TOTAL_STEPS=${TOTAL_STEPS:-null}           # caps each stage's steps (null: epochs decide)
+TOTAL_STEPS=${TOTAL_STEPS:-null}           # exactly this many steps per stage (null: the epochs decide)
 LR=${LR:-1e-5}
 TRAIN_BATCH_SIZE=${TRAIN_BATCH_SIZE:-32}   # global, across all GPUs
 MICRO_BATCH_SIZE=${MICRO_BATCH_SIZE:-2}    # per GPU
@@ -71,8 +73,11 @@ for stage in $STAGES; do
     fi
   fi
   resume_mode="$(resume_mode_for "$run_dir")"
+  # verl saves its last checkpoint only on reaching total_training_steps: with a step count,
+  # let the epochs repeat until it is reached.
+  [[ "$TOTAL_STEPS" != null ]] && epochs=$((TOTAL_STEPS))
 
-  run_verl "sft stage $stage" verl.trainer.sft_trainer "${LAUNCHER[@]}" -- \
+  run_verl "sft passage $passage_id stage $stage" verl.trainer.sft_trainer "${LAUNCHER[@]}" -- \
     data.train_files="$data_file" \
     data.val_files="$VAL_FILES" \
     data.messages_key=messages \
