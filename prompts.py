@@ -125,6 +125,7 @@ def judge_messages(question, reference, response):
     ]
 
 
+_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 _VERDICT_WORD = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
 
 
@@ -138,6 +139,8 @@ def parse_verdict(text):
     """
     if not text:
         return None
+    # A reasoning judge (e.g. Qwen3 behind --backend vllm) may weigh both words while thinking.
+    text = _THINK_BLOCK.sub("", text)
     words = {m.group(1).lower() for m in _VERDICT_WORD.finditer(text)}
     if len(words) != 1:
         return None

@@ -31,6 +31,8 @@ def test_judge_messages_keep_braces_and_newlines_verbatim():
         ("yes\n\nThe response names the same city.", True),  # trailing explanation
         ("No. The gold answer is Paris, the response says Lyon.", False),
         ("  \n no \n", False),
+        ("<think>Yes or no? The city differs, so no.</think>\nNo", False),  # reasoning judge
+        ("<THINK>could be yes, could be no</THINK> yes", True),
     ],
 )
 def test_clear_verdicts(reply, verdict):
