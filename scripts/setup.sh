@@ -61,6 +61,19 @@ else
   "${PIP[@]}" install --config-settings editable_mode=compat -e "$ROOT[gpu,dev]"
 fi
 
+# METEOR (LooGLE's automatic metrics) needs WordNet; no PyPI package ships it and nltk's own
+# downloader needs its servers, so take Debian's WordNet 3.0 files where we may install them.
+if [[ ! -f /usr/share/wordnet/index.sense ]]; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    echo "setup.sh: installing WordNet (Debian: wordnet-base wordnet-sense-index) for METEOR"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        wordnet-base wordnet-sense-index; } >/dev/null \
+      || echo "setup.sh: warning: WordNet not installed: METEOR will be reported unavailable" >&2
+  else
+    echo "setup.sh: note: WordNet missing (apt-get install wordnet-base wordnet-sense-index): METEOR will be reported unavailable" >&2
+  fi
+fi
+
 echo "$STAMP" > "$STAMP_FILE"
 "$VENV/bin/python" - <<'PY'
 import importlib.metadata as md
