@@ -50,6 +50,9 @@ if [[ "$DEVICE" == cpu ]]; then
   export VERL_PLATFORM=cpu
   export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}"
   export TOKENIZERS_PARALLELISM="${TOKENIZERS_PARALLELISM:-false}"
+  # Ray's memory monitor kills workers when the whole node is nearly full, whoever fills it;
+  # on a small shared CPU box that ends tiny runs that would fit.
+  export RAY_memory_monitor_refresh_ms="${RAY_memory_monitor_refresh_ms:-0}"
   CPU_SFT_OVERRIDES=(
     trainer.device=cpu
     engine.strategy=fsdp2
