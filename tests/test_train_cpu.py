@@ -38,6 +38,11 @@ GRPO_ENV = {
     "MAX_PROMPT_LENGTH": "192", "MAX_RESPONSE_LENGTH": "8", "TOTAL_STEPS": "2", "SAVE_FREQ": "2", "TEST_FREQ": "-1",
     "VAL_BEFORE_TRAIN": "False", "RAY_NUM_CPUS": "8",
 }
+# The tiny model, barely trained, spreads its probability over the whole vocabulary: sampling
+# from its top 50 tokens (in the rollouts, through grpo.sh's trailing Hydra overrides, and when
+# choosing the references) makes a shared word likely enough for rewards to vary in a group.
+ROLLOUT_TOP_K = 50
+GRPO_ARGS = [f"actor_rollout_ref.rollout.top_k={ROLLOUT_TOP_K}"]
 
 
 def kill_marked(marker):
@@ -205,29 +210,36 @@ def judge_url(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def varied_prompts(sft_run, data_root, tmp_path_factory):
-    """The data code's GRPO prompts for passage 0, each with a one-word reference that the tiny
-    stage-2 model emits in some but not all of its sampled answers, so that the judge's rewards
-    vary inside a GRPO group (the model cannot answer the real questions)."""
+    """The data code's GRPO prompts for passage 0, each with a reference made of the words the
+    tiny stage-2 model emits most, just enough of them that about half of its sampled answers
+    share a word with it: the judge's rewards then vary inside a GRPO group (the tiny model
+    cannot answer the real questions)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from reward_server import normalize_answer
     from utils import extract_answer
 
     model_dir = sft_run / "passage0/stage2/final"
-    model, tokenizer = AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16)  # as vLLM runs it
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
     rows = pd.read_parquet(data_root / "passage0" / "grpo.parquet").head(2)
     torch.manual_seed(0)
-    n = 32
+    n = 64
     references = []
     for prompt in rows.prompt:
         ids = tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, return_tensors="pt", return_dict=True)
-        out = model.generate(**ids, do_sample=True, temperature=1.0, max_new_tokens=int(GRPO_ENV["MAX_RESPONSE_LENGTH"]),
-                             num_return_sequences=n, pad_token_id=tokenizer.pad_token_id)
-        answers = tokenizer.batch_decode(out[:, ids["input_ids"].shape[1]:], skip_special_tokens=True)
-        counts = collections.Counter(w for a in answers for w in set(normalize_answer(extract_answer(a)).split()))
-        word = min(counts, key=lambda w: abs(counts[w] - n / 2))
-        references.append(word)
-    rows = rows.assign(reward_model=[{"style": "model", "ground_truth": w} for w in references])
+        out = model.generate(**ids, do_sample=True, temperature=1.0, top_k=ROLLOUT_TOP_K, top_p=1.0,
+                             max_new_tokens=int(GRPO_ENV["MAX_RESPONSE_LENGTH"]), num_return_sequences=n,
+                             pad_token_id=tokenizer.pad_token_id)
+        answers = [set(normalize_answer(extract_answer(a)).split())
+                   for a in tokenizer.batch_decode(out[:, ids["input_ids"].shape[1]:], skip_special_tokens=True)]
+        words = []
+        for word, _ in collections.Counter(w for a in answers for w in a).most_common():
+            words.append(word)
+            if sum(1 for a in answers if a & set(words)) >= n / 2:
+                break
+        references.append(" ".join(words))
+    rows = rows.assign(reward_model=[{"style": "model", "ground_truth": r} for r in references])
     varied = tmp_path_factory.mktemp("varied") / "grpo.parquet"
     rows.to_parquet(varied)
     return varied
@@ -237,7 +249,7 @@ def test_grpo_cpu_with_vllm_rollouts_and_judge(sft_run, data_root, judge_url, va
     out = tmp_path / "grpo"
     log = tmp_path / "grpo.log"
     returncode, wall = run_script(
-        [TRAIN / "grpo.sh"],
+        [TRAIN / "grpo.sh", *GRPO_ARGS],
         {"passage_id": "0", "DATA_ROOT": str(data_root), "CKPT_ROOT": str(sft_run), "OUTPUT_DIR": str(out),
          "TRAIN_FILES": str(varied_prompts), "VAL_FILES": str(varied_prompts), "JUDGE_URL": judge_url, **GRPO_ENV},
         log, timeout=900)
@@ -274,7 +286,7 @@ def test_grpo_round10_two_rounds(sft_run, data_root, judge_url, varied_prompts, 
     out = tmp_path / "round10"
     log = tmp_path / "round10.log"
     returncode, wall = run_script(
-        [TRAIN / "grpo_round10.sh"],
+        [TRAIN / "grpo_round10.sh", *GRPO_ARGS],
         {"K": "2", "SOURCE_PASSAGES": "0 1", "CKPT_ROOT": str(ckpt_root), "DATA_ROOT": str(rounds_data),
          "OUT_DIR": str(out), "VAL_FILES": str(varied_prompts), "JUDGE_URL": judge_url, **GRPO_ENV},
         log, timeout=1500)
