@@ -41,8 +41,9 @@ GRPO_ENV = {
 # The tiny model, barely trained, spreads its probability over the whole vocabulary: sampling
 # from its top 50 tokens (in the rollouts, through grpo.sh's trailing Hydra overrides, and when
 # choosing the references) makes a shared word likely enough for rewards to vary in a group.
+# vLLM then reports the raw (pre-top-k) log-probs, which the actor's log-probs must match.
 ROLLOUT_TOP_K = 50
-GRPO_ARGS = [f"actor_rollout_ref.rollout.top_k={ROLLOUT_TOP_K}"]
+GRPO_ARGS = [f"actor_rollout_ref.rollout.top_k={ROLLOUT_TOP_K}", "actor_rollout_ref.rollout.logprobs_mode=raw_logprobs"]
 
 
 def kill_marked(marker):
