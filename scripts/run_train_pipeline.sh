@@ -4,8 +4,9 @@
 #   2 SFT       stage 1 then stage 2 for every passage (scripts/train/sft.sh)
 #   3 GRPO      on the source passages' prompts, from the first source's stage-2 model (grpo.sh)
 #   4 skill     skill vector = rl - stage2(source)            (calc_delta_and_save.py)
-#   5 inherit   stage2(target) + ALPHA * skill, all targets in one pass (inherit_weight.py)
-#   6 eval      base, stage-2-only, inherited and passage-in-context on each target's LooGLE QA
+#   5 inherit   stage2(target) + ALPHA * skill, all targets in one pass, then evaluate them
+#               (scripts/merge_and_eval.sh)
+#   6 eval      base, stage-2-only and passage-in-context on each target's LooGLE QA
 #   7 results   one table (scripts/show_results.py)
 #
 #   bash scripts/run_train_pipeline.sh                                    # settings below
@@ -67,25 +68,14 @@ PY=${PYTHON:-${PAST_VENV:-$ROOT/.venv}/bin/python}
 [[ -x "$PY" ]] || PY=python3
 export PYTHON="$PY"
 
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [[ "${1:-}" == -h || "${1:-}" == --help ]] && usage
 [[ $# -eq 0 ]] || { echo "run_train_pipeline.sh takes no arguments (settings come from the environment)" >&2; usage; }
-ids_re='^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$'
-[[ "$SOURCE_PASSAGES" =~ $ids_re ]] || { echo "SOURCE_PASSAGES must be N, N-M or a comma list, got '$SOURCE_PASSAGES'" >&2; exit 2; }
-[[ "$TARGET_PASSAGES" =~ $ids_re ]] || { echo "TARGET_PASSAGES must be N, N-M or a comma list, got '$TARGET_PASSAGES'" >&2; exit 2; }
 [[ -f "$LOOGLE" ]] || { echo "LOOGLE=$LOOGLE does not exist: point it at a LooGLE jsonl (input, title, qa_pairs)" >&2; exit 2; }
 case "$RL_PROMPTS" in generated|loogle) ;; *) echo "RL_PROMPTS must be generated or loogle, got '$RL_PROMPTS'" >&2; exit 2 ;; esac
-
-# "0,2-3" -> "0 2 3"
-expand_ids() {
-  local part out=()
-  for part in ${1//,/ }; do
-    if [[ "$part" == *-* ]]; then out+=($(seq "${part%-*}" "${part#*-}")); else out+=("$part"); fi
-  done
-  echo "${out[@]}"
-}
-read -r -a sources <<< "$(expand_ids "$SOURCE_PASSAGES")"
-read -r -a targets <<< "$(expand_ids "$TARGET_PASSAGES")"
+source "$ROOT/scripts/passages.sh"
+sources=($(expand_ids "$SOURCE_PASSAGES"))
+targets=($(expand_ids "$TARGET_PASSAGES"))
 for t in "${targets[@]}"; do
   for s in "${sources[@]}"; do
     [[ "$t" != "$s" ]] || { echo "passage $t is both a source and a target: the targets' LooGLE QA must stay held out" >&2; exit 2; }
@@ -202,27 +192,19 @@ else
     --base_model "$CKPT_ROOT/passage$source_id/stage2/final" --output "$skill_vector"
 fi
 
-stage "5/7 inherit: stage2(target) + $ALPHA * skill for passages ${TARGET_PASSAGES}"
-todo_targets=(); todo_outputs=()
-for p in "${targets[@]}"; do
-  out="$CKPT_ROOT/inherited/passage$p"
-  if [[ -e "$out/config.json" ]]; then echo "passage $p: inherited model exists"; continue; fi
-  todo_targets+=("$CKPT_ROOT/passage$p/stage2/final"); todo_outputs+=("$out")
-done
-if [[ ${#todo_targets[@]} -gt 0 ]]; then
-  run "$PY" "$ROOT/inherit_weight.py" --skill_vector "$skill_vector" --alpha "$ALPHA" \
-    --target_models "${todo_targets[@]}" --output_dirs "${todo_outputs[@]}"
-fi
+stage "5/7 inherit stage2(target) + $ALPHA * skill for passages ${TARGET_PASSAGES}, and evaluate"
+run env SKILL_VECTOR="$skill_vector" TARGET_PASSAGES="$TARGET_PASSAGES" ALPHA="$ALPHA" OUTPUT_TAG=inherited \
+  N_RUNS="$N_RUNS" EVAL_MAX_NEW_TOKENS="$EVAL_MAX_NEW_TOKENS" CKPT_ROOT="$CKPT_ROOT" DATA_ROOT="$DATA_ROOT" \
+  RESULTS_DIR="$RESULTS_DIR" JUDGE_URL="$JUDGE_URL" BACKEND="$EVAL_BACKEND" bash "$ROOT/scripts/merge_and_eval.sh"
 
-stage "6/7 evaluation on the targets' LooGLE QA ($N_RUNS runs each)"
+stage "6/7 evaluation of base, stage-2-only and passage-in-context on the targets' LooGLE QA ($N_RUNS runs each)"
 eval_env=(DATA_DIR="$DATA_ROOT" RESULTS_DIR="$RESULTS_DIR" JUDGE_URL="$JUDGE_URL" START_JUDGE=0
   N_RUNS="$N_RUNS" BACKEND="$EVAL_BACKEND")
 for p in "${targets[@]}"; do
-  for variant in base stage2 inherited context; do
+  for variant in base stage2 context; do
     case "$variant" in
       base) model_path="$MODEL" tag=base ;;
       stage2) model_path="$CKPT_ROOT/passage$p/stage2/final" tag=stage2 ;;
-      inherited) model_path="$CKPT_ROOT/inherited/passage$p" tag=inherited ;;
       context) model_path="$MODEL" tag=base-context ;;
     esac
     if [[ -f "$RESULTS_DIR/$tag/passage$p/test_results.json" ]]; then
