@@ -37,7 +37,8 @@ elif [[ -n "$GRPO_MODEL" && -n "$BASE_MODEL" ]]; then
 else
   echo "set SKILL_VECTOR, or GRPO_MODEL and BASE_MODEL (see --help)" >&2; exit 2
 fi
-read -r -a targets <<< "$(expand_ids "$TARGET_PASSAGES")"
+target_ids="$(expand_passages "$TARGET_PASSAGES")"
+read -r -a targets <<< "$target_ids"
 
 todo_targets=(); todo_outputs=()
 for p in "${targets[@]}"; do

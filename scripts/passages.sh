@@ -1,13 +1,17 @@
-# Passage-range helpers for the bash drivers (sourced, not run).
+# Passage-range helper for the bash drivers (sourced, not run).
 
-PASSAGE_IDS_RE='^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$'
-
-# expand_ids "0,2-3" -> "0 2 3"; exits with a message on anything else.
-expand_ids() {
-  local spec="$1" part out=()
-  [[ "$spec" =~ $PASSAGE_IDS_RE ]] || { echo "passage ids must be N, N-M or a comma list such as 0,2,5-7; got '$spec'" >&2; exit 2; }
-  for part in ${spec//,/ }; do
-    if [[ "$part" == *-* ]]; then out+=($(seq "${part%-*}" "${part#*-}")); else out+=("$part"); fi
+# expand_passages SPEC: "0-4", "0,2,5-7" or "0 2 5" -> "0 1 2 3 4" (one id per word).
+expand_passages() {
+  local part ids=()
+  for part in ${1//,/ }; do
+    if [[ "$part" =~ ^([0-9]+)-([0-9]+)$ ]]; then
+      ids+=($(seq "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"))
+    elif [[ "$part" =~ ^[0-9]+$ ]]; then
+      ids+=("$part")
+    else
+      echo "bad passage list '$1': use N, N-M or a comma list such as 0,2,5-7" >&2
+      return 1
+    fi
   done
-  echo "${out[@]}"
+  echo "${ids[*]}"
 }

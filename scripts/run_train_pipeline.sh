@@ -74,8 +74,10 @@ usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [[ -f "$LOOGLE" ]] || { echo "LOOGLE=$LOOGLE does not exist: point it at a LooGLE jsonl (input, title, qa_pairs)" >&2; exit 2; }
 case "$RL_PROMPTS" in generated|loogle) ;; *) echo "RL_PROMPTS must be generated or loogle, got '$RL_PROMPTS'" >&2; exit 2 ;; esac
 source "$ROOT/scripts/passages.sh"
-sources=($(expand_ids "$SOURCE_PASSAGES"))
-targets=($(expand_ids "$TARGET_PASSAGES"))
+source_ids="$(expand_passages "$SOURCE_PASSAGES")"
+target_ids="$(expand_passages "$TARGET_PASSAGES")"
+read -r -a sources <<< "$source_ids"
+read -r -a targets <<< "$target_ids"
 for t in "${targets[@]}"; do
   for s in "${sources[@]}"; do
     [[ "$t" != "$s" ]] || { echo "passage $t is both a source and a target: the targets' LooGLE QA must stay held out" >&2; exit 2; }

@@ -3,6 +3,7 @@ overrides with Hydra `--cfg job` against the installed verl; these tests read th
 configs back and check the values a user relies on. Nothing trains here.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -210,10 +211,13 @@ def test_all_sft_and_sft_iter(tmp_path):
 def test_merge_data_mixes_passages(tmp_path):
     import pandas as pd
 
+    # Shards as prepare_data writes them: a passage_id column, and a manifest written last.
     for pid in (0, 1):
         (tmp_path / f"passage{pid}").mkdir()
-        pd.DataFrame({"messages": [[{"role": "user", "content": f"p{pid} q{i}"}] for i in range(3)]}).to_parquet(
-            tmp_path / f"passage{pid}" / "stage2_sft.parquet")
+        pd.DataFrame({"messages": [[{"role": "user", "content": f"p{pid} q{i}"}] for i in range(3)],
+                      "passage_id": [pid] * 3}).to_parquet(tmp_path / f"passage{pid}" / "stage2_sft.parquet")
+        (tmp_path / f"passage{pid}" / "manifest_stage2.json").write_text(
+            json.dumps({"stage": "stage2", "passage_id": pid, "output": "stage2_sft.parquet", "rows": 3}))
     env = {"PASSAGES": "0-1", "NAME": "stage2_sft", "DATA_ROOT": str(tmp_path)}
     full_env = {**os.environ, "PAST_DEVICE": "cpu", **env}
     subprocess.run(["bash", str(TRAIN / "merge_data.sh")], env=full_env, check=True, timeout=120, capture_output=True)

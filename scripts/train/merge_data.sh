@@ -16,18 +16,8 @@ OUT_DIR=${OUT_DIR:-$DATA_ROOT/merged_${PASSAGES//,/_}}
 SEED=${SEED:-0}
 
 [[ "${1:-}" == -h || "${1:-}" == --help ]] && { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
-inputs=()
-for id in $(expand_passages "$PASSAGES"); do
-  f="$DATA_ROOT/passage$id/$NAME.parquet"
-  [[ "$DRY_RUN" == 1 || -f "$f" ]] || { echo "missing $f: build passage $id's data first" >&2; exit 1; }
-  inputs+=("$f")
-done
 [[ "$DRY_RUN" == 1 ]] || mkdir -p "$OUT_DIR"
-output="$OUT_DIR/$NAME.parquet"
-# Concatenate, shuffle with a fixed seed, write under a temporary name, rename when complete.
-run_cmd "$PYTHON" -c 'import os, sys, pandas as pd
-out, seed, files = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True).sample(frac=1.0, random_state=seed)
-df.reset_index(drop=True).to_parquet(out + ".partial")
-os.replace(out + ".partial", out)
-print(f"{len(df)} rows from {len(files)} passages -> {out}")' "$output" "$SEED" "${inputs[@]}"
+# prepare_data.mix_data checks each shard is complete and has the same schema, keeps the passage
+# ids, shuffles with a fixed seed, and writes under a temporary name.
+run_cmd "$PYTHON" -m prepare_data.mix_data --data_dir "$DATA_ROOT" --passages "$PASSAGES" \
+  --file "$NAME.parquet" --output "$OUT_DIR/$NAME.parquet" --shuffle --seed "$SEED"
