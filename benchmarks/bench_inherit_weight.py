@@ -18,7 +18,7 @@ them; other processes' cache is left alone). Methods are interleaved per repetit
 from other processes spreads evenly. Needs /usr/bin/time (Debian: apt-get install time).
 
     python benchmarks/bench_inherit_weight.py                   # Qwen2.5-1.5B shapes, 3 repetitions
-    python benchmarks/bench_inherit_weight.py --shapes 7b --methods io_floor_1 operator_1 --targets 1
+    python benchmarks/bench_inherit_weight.py --shapes 7b --methods io_floor_1 operator_1
 """
 
 import argparse
