@@ -93,6 +93,21 @@ stage() { echo; echo "== [$(date +%H:%M:%S), +$((SECONDS - t0)) s] $*"; }
 mkdir -p "$LOG_DIR"
 started_judge_pid=""
 child_pid=""
+# Every process this run starts inherits this marker, also those that leave the stage's process
+# group (Ray's daemons and workers, vLLM's engine), so that cleanup can find them all.
+export PAST_PIPELINE_RUN="$$.$RANDOM"
+# Sets run_pids to the processes carrying the marker (not this shell; run in this shell, so
+# that no helper process of the search finds itself).
+processes_of_this_run() {
+  local environ pid
+  run_pids=()
+  for environ in /proc/[0-9]*/environ; do
+    pid=${environ#/proc/}; pid=${pid%/environ}
+    [[ "$pid" != "$$" ]] || continue
+    grep -qzx "PAST_PIPELINE_RUN=$PAST_PIPELINE_RUN" "$environ" 2>/dev/null && run_pids+=("$pid")
+  done
+  return 0
+}
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -101,6 +116,13 @@ cleanup() {
     kill -TERM -- "-$child_pid" 2>/dev/null || true
     for _ in $(seq 1 30); do kill -0 -- "-$child_pid" 2>/dev/null || break; sleep 1; done
     kill -KILL -- "-$child_pid" 2>/dev/null || true
+  fi
+  processes_of_this_run
+  if [[ ${#run_pids[@]} -gt 0 ]]; then
+    echo "stopping processes this run started: ${run_pids[*]}" >&2
+    kill -TERM "${run_pids[@]}" 2>/dev/null || true
+    for _ in $(seq 1 10); do processes_of_this_run; [[ ${#run_pids[@]} -gt 0 ]] || break; sleep 1; done
+    [[ ${#run_pids[@]} -eq 0 ]] || kill -KILL "${run_pids[@]}" 2>/dev/null || true
   fi
   if [[ -n "$started_judge_pid" ]]; then
     echo "stopping the judge server this run started (pid $started_judge_pid)" >&2
