@@ -21,10 +21,8 @@ import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CORPORA = [
-    REPO_ROOT / "demo" / "corpus.jsonl",
-    REPO_ROOT.parent / "shared" / "data" / "loogle-sample" / "shortdep_qa.jsonl",
-]
+# The tokenizer is trained on the shipped demo corpus only, so every machine builds the same model.
+DEFAULT_CORPUS = REPO_ROOT / "demo" / "corpus.jsonl"
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 # ChatML without an implicit system prompt: rendering each turn alone and concatenating gives
@@ -71,14 +69,11 @@ def build_tokenizer(corpus_paths=None, vocab_size=2048):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    if corpus_paths is None:
-        corpus_paths = [p for p in DEFAULT_CORPORA if p.exists()]
-    if not corpus_paths:
-        raise FileNotFoundError(
-            "no corpus to train the tiny tokenizer on: expected one of "
-            + ", ".join(str(p) for p in DEFAULT_CORPORA)
-            + " (pass --corpus FILE.jsonl in LooGLE format)"
-        )
+    corpus_paths = [DEFAULT_CORPUS] if corpus_paths is None else corpus_paths
+    missing = [str(p) for p in corpus_paths if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(f"no corpus to train the tiny tokenizer on: {', '.join(missing)} not found "
+                                "(pass --corpus FILE.jsonl in LooGLE format)")
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()

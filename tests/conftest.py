@@ -1,14 +1,26 @@
-"""Session-wide fixtures: tiny Qwen2-style checkpoints built locally, once per test session.
+"""Session-wide fixtures: tiny Qwen2-style checkpoints built locally, once per test session, and
+a LooGLE-format corpus written by the tests themselves (tests/loogle_fixture.py).
 
 The builder is scripts/make_tiny_model.py (pytest puts scripts/ on sys.path), so tests and the
-CPU quickstart use the very same models.
+CPU quickstart use the very same models. Nothing here needs data from outside the repository;
+the only exception is the `loogle_sample` fixture of the tests marked `real_sample`, extra checks
+against LooGLE's real sample that run where it lies beside the repo (CI) and are reported as not
+run elsewhere.
 """
 
+import contextlib
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
+from helpers import free_port
+from loogle_fixture import write_loogle_corpus
 from make_tiny_model import build_model, build_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -21,9 +33,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(scope="session")
+def loogle_corpus(tmp_path_factory):
+    """Five long LooGLE-format documents (see tests/loogle_fixture.py) with 6, 12, 9, 25 and 4 QA pairs."""
+    return write_loogle_corpus(tmp_path_factory.mktemp("loogle") / "shortdep_qa.jsonl")
+
+
+@pytest.fixture(scope="session")
 def loogle_sample():
+    """LooGLE's real 5-document sample; only for tests marked `real_sample`."""
     if not LOOGLE_SAMPLE.exists():
-        pytest.fail(f"LooGLE sample missing: expected {LOOGLE_SAMPLE} (the shared/ folder beside the repo)")
+        pytest.skip(f"NOT RUN: real-sample extra check; LooGLE's sample is not at {LOOGLE_SAMPLE} (CI has it)")
     return LOOGLE_SAMPLE
 
 
@@ -59,3 +78,52 @@ def tiny_model_sharded(tiny_models_dir, tiny_tokenizer):
 def tiny_model_bin(tiny_models_dir, tiny_tokenizer):
     """Legacy pytorch_model.bin weights."""
     return build_model(tiny_models_dir / "bin", legacy_bin=True, tokenizer=tiny_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def lexical_judge_url(tmp_path_factory):
+    """One real judge server (lexical backend) for the whole session, started the way users start
+    it (scripts/train/start_judge_server.sh); its log is in the fixture's tmp folder."""
+    log_dir = tmp_path_factory.mktemp("judge")
+    port = free_port()
+    env = {**os.environ, "JUDGE_PORT": str(port), "JUDGE_LOG_DIR": str(log_dir), "PYTHON": sys.executable}
+    env.pop("JUDGE_SERVER_URL", None)
+    done = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "train" / "start_judge_server.sh"), "--backend", "lexical"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    pid = int((log_dir / f"judge_server_{port}.pid").read_text())
+    yield done.stdout.strip()
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+
+
+@pytest.fixture(scope="session")
+def transformers_serve_url(tiny_model, tmp_path_factory):
+    """`transformers serve` (a real OpenAI-compatible server) on the tiny model, for the session;
+    the URL without the /v1 suffix."""
+    cli = Path(sys.executable).with_name("transformers")
+    port = free_port()
+    log = tmp_path_factory.mktemp("transformers_serve") / "serve.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with open(log, "w") as log_file:
+        proc = subprocess.Popen(
+            [str(cli), "serve", str(tiny_model), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
+            stdout=log_file, stderr=subprocess.STDOUT, env=env,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"transformers serve did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
