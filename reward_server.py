@@ -25,7 +25,8 @@ Graders (a request's "grader"; prompts in prompts.py, verdict rules in judge.py)
 
 The verdict budget --max_tokens (default 2048) is what the judge may generate, thinking
 included: a reasoning judge (e.g. Qwen3 behind vLLM) thinks before its verdict, and a reply
-cut inside its think block is no verdict. A plain judge stops after one word either way.
+cut inside its think block is no verdict. A plain judge stops after one word either way. The
+per-call --timeout (default 180 s) leaves time to use the whole budget.
 
 API (OpenAPI page at /docs):
   GET  /health    no auth: backend, judge model, graders, verdict budget
@@ -79,6 +80,7 @@ logger = logging.getLogger("reward_server")
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_OPENAI_JUDGE_MODEL = "gpt-4.1-mini"
 DEFAULT_MAX_TOKENS = 2048
+DEFAULT_TIMEOUT_S = 180.0  # time for a reasoning judge to use its whole budget at ~12 tokens/s under load
 BACKENDS = ("openai", "vllm", "lexical")
 # Backend answers that are the server's own fault (key, permission, model or URL): fatal.
 CONFIG_STATUS = frozenset({401, 402, 403, 404, 405})
@@ -105,7 +107,7 @@ class JudgeSettings:
     api_key: str | None = field(default=None, repr=False)
     max_tokens: int = DEFAULT_MAX_TOKENS
     max_concurrency: int = 64
-    timeout: float = 60.0
+    timeout: float = DEFAULT_TIMEOUT_S
     max_retries: int = 4
     retry_delay: float = 0.5
     cache_size: int = 200_000
@@ -549,7 +551,8 @@ def main():
     parser.add_argument("--max_tokens", type=int, default=DEFAULT_MAX_TOKENS,
                         help="verdict budget: tokens the judge may generate, thinking included (default %(default)s)")
     parser.add_argument("--max_concurrency", type=int, default=64, help="concurrent backend calls at most")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per backend call")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                        help="seconds per backend call (default %(default)s: room for the whole verdict budget)")
     parser.add_argument("--max_retries", type=int, default=4, help="retries on 408/409/425/429/5xx/timeouts/connection errors")
     parser.add_argument("--retry_delay", type=float, default=0.5, help="first backoff in seconds (doubles per retry)")
     parser.add_argument("--cache_size", type=int, default=200_000, help="judged items kept in the LRU cache")
