@@ -26,8 +26,8 @@ import torch
 from tqdm import tqdm
 
 from checkpoint_io import (CHUNK_ELEMENTS, USER_ERRORS, SafetensorsWriter, architecture, atomic_outputs,
-                           check_output_paths, stream_chunks)
-from inherit_weight import SkillSource, TransferError, check_finite
+                           check_finite, check_output_paths, stream_chunks)
+from inherit_weight import SkillSource, TransferError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from checkpoint_io import (CHUNK_ELEMENTS, USER_ERRORS, CheckpointError, CheckpointReader, ShardedWriter,
-                           atomic_outputs, check_output_paths, copy_model_files, read_json)
+                           atomic_outputs, check_finite, check_output_paths, copy_model_files, read_json)
 
 PEFT_PREFIX = "base_model.model."
 
@@ -133,8 +133,7 @@ def merge_lora(base_model, lora_adapter, output_dir, overwrite=False, quiet=Fals
                 weight = adapter.get(replacements[name]) if name in replacements else base.get(name)
                 merged = merged_weight(weight, adapter.get(a_name), adapter.get(b_name), kind, scalings[name],
                                        base.info(name).dtype)
-                if not torch.isfinite(merged).all():
-                    raise FloatingPointError(f"NaN or Inf in the merged {name}")
+                check_finite(merged, f"the merged {name}")
                 writer.write(name, merged.reshape(-1).view(torch.uint8))
             writer.finish()
             copy_model_files(base.model_dir, tmp)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from checkpoint_io import CHUNK_ELEMENTS, USER_ERRORS, CheckpointReader, effective_names
+from checkpoint_io import CHUNK_ELEMENTS, USER_ERRORS, CheckpointReader, effective_names, read_buffers, read_chunk
 from inherit_weight import SkillSource
 
 STAT_FIELDS = ["name", "layer", "module", "numel", "l2", "base_l2", "rel_l2", "mean_abs", "max_abs", "near_zero_frac"]
@@ -45,6 +45,15 @@ def layer_and_module(name):
     return (int(match.group(1)) if match else None), module
 
 
+def iter_delta(skill, name):
+    """Yield (start, end, float32 chunk of the skill) over one tensor of a SkillSource."""
+    inputs, total = skill.inputs(name), skill.info(name).numel
+    buffers, out, scratch = read_buffers([(name, total, inputs)]), torch.empty(CHUNK_ELEMENTS), torch.empty(CHUNK_ELEMENTS)
+    for start in range(0, total, CHUNK_ELEMENTS):
+        end = min(start + CHUNK_ELEMENTS, total)
+        yield start, end, skill.delta(read_chunk(inputs, start, end, buffers), out[: end - start], scratch[: end - start])
+
+
 def delta_statistics(source, base=None, near_zero=1e-8, quiet=False):
     """One dict per tensor (STAT_FIELDS). `base`: a CheckpointReader for relative norms (optional)."""
     base32 = torch.empty(CHUNK_ELEMENTS, dtype=torch.float32)
@@ -56,7 +65,7 @@ def delta_statistics(source, base=None, near_zero=1e-8, quiet=False):
             continue
         sumsq = base_sumsq = abs_sum = 0.0
         max_abs, near = 0.0, 0
-        for start, end, delta in source.iter_delta(name):
+        for start, end, delta in iter_delta(source, name):
             sumsq += float(torch.dot(delta, delta))
             absd = delta.abs_()  # in place: delta is not needed any more
             abs_sum += float(absd.sum(dtype=torch.float64))

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from analysis.extract_delta import layer_and_module
+from analysis.extract_delta import iter_delta, layer_and_module
 from checkpoint_io import USER_ERRORS, CheckpointError
 from inherit_weight import SkillSource
 
@@ -47,7 +47,7 @@ def cosine_table(sources, exclude=None, quiet=False):
     for name in tqdm(names, desc="cosine", unit="tensor", disable=quiet, file=sys.stderr):
         layer, _ = layer_and_module(name)
         group = layer if layer is not None else "outside"
-        iters = [s.iter_delta(name) for s in sources]
+        iters = [iter_delta(s, name) for s in sources]
         for chunks in zip(*iters):
             matrix = torch.stack([c[2] for c in chunks])  # k x chunk, float32
             gram = (matrix @ matrix.T).double()

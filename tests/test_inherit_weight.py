@@ -449,13 +449,13 @@ def test_injected_failure_mid_write_leaves_nothing(models, tmp_path, monkeypatch
 SLOW_WRITER = """
 import sys, time
 from pathlib import Path
-import inherit_weight
-real_write = inherit_weight.ShardedWriter.write
+import checkpoint_io, inherit_weight
+real_write = checkpoint_io.ShardedWriter.write
 def slow_write(self, name, data):
     real_write(self, name, data)
     Path(sys.argv[-1]).touch()  # tell the test we are mid-write
     time.sleep(0.5)
-inherit_weight.ShardedWriter.write = slow_write
+checkpoint_io.ShardedWriter.write = slow_write
 sys.exit(inherit_weight.main(sys.argv[1:-1]))
 """
 
