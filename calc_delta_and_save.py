@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from checkpoint_io import (CHUNK_ELEMENTS, USER_ERRORS, SafetensorsWriter, architecture, atomic_outputs,
-                           check_finite, check_output_paths, stream_chunks)
+from checkpoint_io import (CHUNK_ELEMENTS, SafetensorsWriter, architecture, atomic_outputs,
+                           check_finite, check_output_paths, one_line_errors, stream_chunks)
 from inherit_weight import SkillSource, TransferError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -92,6 +92,7 @@ def save_skill_vector(grpo_model, base_model, output, dtype="float32", overwrite
         skill.close()
 
 
+@one_line_errors
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grpo_model", required=True, help="the RL (GRPO) result: HF model dir or verl checkpoint dir")
@@ -101,11 +102,7 @@ def main(argv=None):
                         help="stored dtype (default float32, exact; bfloat16 halves the file but rounds)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     args = parser.parse_args(argv)
-    try:
-        count, nbytes = save_skill_vector(args.grpo_model, args.base_model, args.output, args.dtype, args.overwrite)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    count, nbytes = save_skill_vector(args.grpo_model, args.base_model, args.output, args.dtype, args.overwrite)
     print(f"skill vector ({count} tensors, {args.dtype}, {nbytes / 1e9:.3f} GB) written to {args.output}")
     return 0
 

@@ -13,6 +13,7 @@ Every check of an input runs when it is opened, before any output exists, and fa
 """
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -21,6 +22,7 @@ import re
 import shutil
 import signal
 import struct
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -55,6 +57,19 @@ class CheckpointError(ValueError):
 
 # Errors an entry point reports as one line ("error: ...", exit code 2) instead of a traceback.
 USER_ERRORS = (CheckpointError, FileNotFoundError, FloatingPointError)
+
+
+def one_line_errors(main):
+    """Decorate an entry point's main(argv): a USER_ERRORS exception ends it with its one-line
+    message on stderr and exit code 2, not a traceback."""
+    @functools.wraps(main)
+    def run(argv=None):
+        try:
+            return main(argv)
+        except USER_ERRORS as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    return run
 
 
 def numel(shape):

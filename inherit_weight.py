@@ -31,9 +31,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from checkpoint_io import (EMBED_SUFFIX, LM_HEAD, USER_ERRORS, CheckpointError, CheckpointReader, ModelOutput,
+from checkpoint_io import (EMBED_SUFFIX, LM_HEAD, CheckpointError, CheckpointReader, ModelOutput,
                            architecture, check_architecture, check_finite, check_output_paths, check_same_names,
-                           check_same_tensors, computed_tensors, effective_names, numel, parse_size, write_models)
+                           check_same_tensors, computed_tensors, effective_names, numel, one_line_errors, parse_size,
+                           write_models)
 
 BLOCK_ELEMENTS = 2**18  # elements per float32 compute step: 1 MB buffers that stay in the CPU cache
 
@@ -336,6 +337,7 @@ def format_summary(s):
             f"written in {s['seconds']:.1f} s ({s['bytes'] / 1e9 / max(s['seconds'], 1e-9):.2f} GB/s); {s['embeddings']}")
 
 
+@one_line_errors
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grpo_model", help="the RL (GRPO) result: HF model dir or verl checkpoint dir")
@@ -355,13 +357,9 @@ def main(argv=None):
     parser.add_argument("--overwrite", action="store_true", help="replace existing output dirs (after success)")
     parser.add_argument("--dry_run", action="store_true", help="run all checks and print the plan; write nothing")
     args = parser.parse_args(argv)
-    try:
-        summaries = inherit(args.target_models, args.output_dirs, args.grpo_model, args.base_model,
-                            args.skill_vector, args.alpha, args.exclude, args.overwrite, args.dry_run,
-                            args.shared_vocab_rows, args.max_shard_size)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    summaries = inherit(args.target_models, args.output_dirs, args.grpo_model, args.base_model,
+                        args.skill_vector, args.alpha, args.exclude, args.overwrite, args.dry_run,
+                        args.shared_vocab_rows, args.max_shard_size)
     for s in summaries:
         print(format_summary(s))
     return 0

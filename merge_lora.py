@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from checkpoint_io import (CHUNK_ELEMENTS, USER_ERRORS, CheckpointError, CheckpointReader, ShardedWriter,
-                           atomic_outputs, check_finite, check_output_paths, copy_model_files, read_json)
+from checkpoint_io import (CHUNK_ELEMENTS, CheckpointError, CheckpointReader, ShardedWriter,
+                           atomic_outputs, check_finite, check_output_paths, copy_model_files, one_line_errors,
+                           read_json)
 
 PEFT_PREFIX = "base_model.model."
 
@@ -97,8 +98,7 @@ def merge_lora(base_model, lora_adapter, output_dir, overwrite=False, quiet=Fals
     """Write base + LoRA to output_dir; returns the number of merged weights."""
     output_dir = Path(output_dir)
     config, adapter, pairs, replacements = read_adapter(lora_adapter)
-    base = CheckpointReader(base_model)
-    try:
+    with CheckpointReader(base_model) as base, adapter:
         if base.config is None:
             raise CheckpointError(f"{base.model_dir} has no config.json")
         check_output_paths([output_dir], [base_model, lora_adapter], overwrite)
@@ -138,11 +138,9 @@ def merge_lora(base_model, lora_adapter, output_dir, overwrite=False, quiet=Fals
             writer.finish()
             copy_model_files(base.model_dir, tmp)
         return len(pairs)
-    finally:
-        base.close()
-        adapter.close()
 
 
+@one_line_errors
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base_model", required=True, help="the model the adapter was trained on (HF dir)")
@@ -150,11 +148,7 @@ def main(argv=None):
     parser.add_argument("--output_dir", required=True, help="new model dir for the merged model")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output dir")
     args = parser.parse_args(argv)
-    try:
-        n = merge_lora(args.base_model, args.lora_adapter, args.output_dir, args.overwrite)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    n = merge_lora(args.base_model, args.lora_adapter, args.output_dir, args.overwrite)
     print(f"merged {n} LoRA weights into {args.output_dir}")
     return 0
 

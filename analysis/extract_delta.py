@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from checkpoint_io import CHUNK_ELEMENTS, USER_ERRORS, CheckpointReader, effective_names, read_buffers, read_chunk
+from checkpoint_io import (CHUNK_ELEMENTS, CheckpointReader, effective_names, one_line_errors, read_buffers,
+                           read_chunk)
 from inherit_weight import SkillSource
 
 STAT_FIELDS = ["name", "layer", "module", "numel", "l2", "base_l2", "rel_l2", "mean_abs", "max_abs", "near_zero_frac"]
@@ -120,6 +121,7 @@ def module_summary(rows):
     return sorted(((m, s ** 0.5, s / total) for m, s in sumsq.items()), key=lambda x: -x[1])
 
 
+@one_line_errors
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grpo_model", help="RL result (with --base_model: the vector is rl - base)")
@@ -130,17 +132,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if Path(args.output).suffix not in (".csv", ".json"):
         parser.error("--output must end in .csv or .json")
-    try:
-        if args.skill_vector:
-            source = SkillSource(skill_vectors=[args.skill_vector])
-            base = CheckpointReader(args.base_model) if args.base_model else None
-        else:
-            source = SkillSource(args.grpo_model, args.base_model)
-            base = source.streams[1]
-        rows = delta_statistics(source, base, args.near_zero)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.skill_vector:
+        source = SkillSource(skill_vectors=[args.skill_vector])
+        base = CheckpointReader(args.base_model) if args.base_model else None
+    else:
+        source = SkillSource(args.grpo_model, args.base_model)
+        base = source.streams[1]
+    rows = delta_statistics(source, base, args.near_zero)
     write_rows(rows, args.output)
     total = sum(r["l2"] ** 2 for r in rows) ** 0.5
     print(f"{len(rows)} tensors, ||skill|| = {total:.6g}; statistics written to {args.output}")
