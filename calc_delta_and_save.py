@@ -70,22 +70,25 @@ def save_skill_vector(grpo_model, base_model, output, dtype="float32", overwrite
             digest.update(out.numpy())  # in file order: the chunks come tensor by tensor, in order
             return [out]
 
-        metadata = {"past_skill_vector": "1", "dtype": dtype, "architecture": json.dumps(architecture(skill.streams[1].config)),
-                    "tied_embeddings": "true" if skill.tied else "false", "grpo_model": str(Path(grpo_model).resolve()),
-                    "base_model": str(Path(base_model).resolve()), "fingerprint": "sha256:" + "0" * 64}
+        metadata = {"past_skill_vector": "1", "dtype": dtype,
+                    "architecture": json.dumps(architecture(skill.streams[1].config)),
+                    "tied_embeddings": "true" if skill.tied else "false",
+                    "grpo_model": str(Path(grpo_model).resolve()), "base_model": str(Path(base_model).resolve()),
+                    "fingerprint": "sha256:" + "0" * 64}  # the same length as the digest written at the end
         progress = tqdm(total=total, unit="B", unit_scale=True, desc="skill vector", disable=quiet, file=sys.stderr)
         with atomic_outputs([output]) as [tmp]:
-            writer = SafetensorsWriter(tmp, entries, metadata) if output.suffix == ".safetensors" else TensorDict(entries)
+            safetensors = output.suffix == ".safetensors"
+            writer = SafetensorsWriter(tmp, entries, metadata) if safetensors else TensorDict(entries)
             try:
                 stream_chunks([(n, skill.info(n).numel, skill.inputs(n)) for n in names], compute, [writer],
                               on_write=progress.update)
-                if output.suffix == ".safetensors":
+                if safetensors:
                     writer.finish({**metadata, "fingerprint": "sha256:" + digest.hexdigest()})
                 else:
                     torch.save(writer.tensors, tmp)
             finally:
                 progress.close()
-                if isinstance(writer, SafetensorsWriter):
+                if safetensors:
                     writer.close()
         return len(names), total
     finally:

@@ -317,9 +317,10 @@ def inherit(target_models, output_dirs, grpo_model=None, base_model=None, skill_
         inputs = [reader.path for reader in skill.streams] + [plan.reader.path for plan in plans]
         check_output_paths([plan.output_dir for plan in plans], inputs, overwrite)
         results = [{} for _ in plans] if dry_run else transfer(skill, plans, max_shard_size, exclude, quiet)
-        return [dict(target=str(p.reader.path), output=str(p.output_dir), alpha=skill.alphas, tensors=len(p.sources),
-                     tensors_receiving=sum(1 for v in p.apply.values() if v), excluded=sorted(p.excluded),
-                     bytes=p.nbytes, embeddings=p.embeddings_note, dry_run=dry_run, **r) for p, r in zip(plans, results)]
+        return [dict(target=str(p.reader.path), output=str(p.output_dir), alpha=skill.alphas,
+                     tensors=len(p.sources), tensors_receiving=sum(1 for v in p.apply.values() if v),
+                     excluded=sorted(p.excluded), bytes=p.nbytes, embeddings=p.embeddings_note, dry_run=dry_run, **r)
+                for p, r in zip(plans, results)]
     finally:
         skill.close()
         for plan in plans:
@@ -332,9 +333,10 @@ def format_summary(s):
         return (f"[dry run] {s['target']} -> {s['output']}: {s['tensors']} tensors, {s['tensors_receiving']} would "
                 f"receive alpha={alpha} * skill, excluded {len(s['excluded'])}, {s['bytes'] / 1e9:.3f} GB to write; "
                 f"{s['embeddings']}")
+    gbps = s["bytes"] / 1e9 / max(s["seconds"], 1e-9)
     return (f"{s['target']} -> {s['output']}: {s['tensors_changed']} of {s['tensors']} tensors changed, excluded "
             f"{len(s['excluded'])}, ||alpha*skill|| = {s['skill_norm']:.6g} (alpha={alpha}), {s['bytes'] / 1e9:.3f} GB "
-            f"written in {s['seconds']:.1f} s ({s['bytes'] / 1e9 / max(s['seconds'], 1e-9):.2f} GB/s); {s['embeddings']}")
+            f"written in {s['seconds']:.1f} s ({gbps:.2f} GB/s); {s['embeddings']}")
 
 
 @one_line_errors

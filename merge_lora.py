@@ -55,7 +55,8 @@ def read_adapter(adapter_dir):
     if config.get("modules_to_save"):
         raise CheckpointError(f"{adapter_dir}: modules_to_save {config['modules_to_save']} is not supported; "
                               "merge with peft's merge_and_unload()")
-    weights = [adapter_dir / n for n in ("adapter_model.safetensors", "adapter_model.bin") if (adapter_dir / n).exists()]
+    weights = [adapter_dir / n for n in ("adapter_model.safetensors", "adapter_model.bin")
+               if (adapter_dir / n).exists()]
     if not weights:
         raise CheckpointError(f"{adapter_dir}: no adapter_model.safetensors / adapter_model.bin")
     reader = CheckpointReader(weights[0])
@@ -82,7 +83,8 @@ def read_adapter(adapter_dir):
                                       "modules_to_save?); merge with peft's merge_and_unload()")
     for weight_name, name in replacements.items():
         if weight_name not in pairs:
-            raise CheckpointError(f"{weights[0]}: {name} belongs to no LoRA layer; merge with peft's merge_and_unload()")
+            raise CheckpointError(f"{weights[0]}: {name} belongs to no LoRA layer; "
+                                  "merge with peft's merge_and_unload()")
     return config, reader, pairs, replacements
 
 
@@ -116,9 +118,10 @@ def merge_lora(base_model, lora_adapter, output_dir, overwrite=False, quiet=Fals
             if a_shape[0] != rank or b_shape[1] != rank or tuple(w_shape) != expected:
                 raise CheckpointError(f"{module}: LoRA A {list(a_shape)} / B {list(b_shape)} (r={rank}) do not fit "
                                       f"the base weight {list(w_shape)}; is this the adapter's base model?")
-            if weight_name in replacements and adapter.info(replacements[weight_name]).shape != w_shape:
-                raise CheckpointError(f"{replacements[weight_name]} has shape {list(adapter.info(replacements[weight_name]).shape)}"
-                                      f", the base's {weight_name} {list(w_shape)}: resized vocabularies are not supported")
+            replaced = replacements.get(weight_name)
+            if replaced and adapter.info(replaced).shape != w_shape:
+                raise CheckpointError(f"{replaced} has shape {list(adapter.info(replaced).shape)}, the base's "
+                                      f"{weight_name} {list(w_shape)}: resized vocabularies are not supported")
             scalings[weight_name] = alpha / (math.sqrt(rank) if config.get("use_rslora") else rank)
 
         entries = [(n, base.info(n).dtype, base.info(n).shape) for n in base.names()]

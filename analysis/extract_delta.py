@@ -49,10 +49,12 @@ def layer_and_module(name):
 def iter_delta(skill, name):
     """Yield (start, end, float32 chunk of the skill) over one tensor of a SkillSource."""
     inputs, total = skill.inputs(name), skill.info(name).numel
-    buffers, out, scratch = read_buffers([(name, total, inputs)]), torch.empty(CHUNK_ELEMENTS), torch.empty(CHUNK_ELEMENTS)
+    buffers = read_buffers([(name, total, inputs)])
+    out, scratch = torch.empty(CHUNK_ELEMENTS), torch.empty(CHUNK_ELEMENTS)
     for start in range(0, total, CHUNK_ELEMENTS):
         end = min(start + CHUNK_ELEMENTS, total)
-        yield start, end, skill.delta(read_chunk(inputs, start, end, buffers), out[: end - start], scratch[: end - start])
+        blocks = read_chunk(inputs, start, end, buffers)
+        yield start, end, skill.delta(blocks, out[: end - start], scratch[: end - start])
 
 
 def delta_statistics(source, base=None, near_zero=1e-8, quiet=False):

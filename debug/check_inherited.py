@@ -6,9 +6,9 @@
 Recomputes every tensor the way inherit_weight.py computes it (float32, one cast to the target's
 dtype; the same --exclude and --shared_vocab_rows) and compares it bit for bit with what OUT
 stores, tensor by tensor. Reports the first differing tensors (as debug/compare_checkpoints.py
-does, with A = OUT and B = the recomputed tensor), tensors missing from OUT or extra in it, whether OUT's config ties the embeddings as the
-operator would have, and what OUT's metadata says it was made from (`past_transfer`), so that a
-wrong λ or a wrong target shows up as such.
+does, with A = OUT and B = the recomputed tensor), tensors missing from OUT or extra in it,
+whether OUT's config ties the embeddings as the operator would have, and what OUT's metadata says
+it was made from (`past_transfer`), so that a wrong λ or a wrong target shows up as such.
 
 Exit code: 0 when OUT is exactly what the operator computes from these inputs, 1 when it is not,
 2 when an input cannot be read or the inputs do not fit together.
