@@ -28,7 +28,6 @@ from other processes spreads evenly. Needs /usr/bin/time (Debian: apt-get instal
 
 import argparse
 import json
-import math
 import os
 import re
 import shutil
@@ -230,7 +229,9 @@ def main():
     if workdir.exists():
         sys.exit(f"{workdir} exists; remove it (a previous benchmark's leftovers) or pass another --workdir")
     n_targets = 4 if any(m.endswith("_4") for m in args.methods) else 1
-    per_model = sum(2 * math.prod(shape) for _, shape in qwen2_tensors(SHAPES[args.shapes]))
+    from checkpoint_io import numel
+
+    per_model = sum(2 * numel(shape) for _, shape in qwen2_tensors(SHAPES[args.shapes]))
     free = shutil.disk_usage(workdir.parent if workdir.parent.exists() else REPO_ROOT).free
     need = per_model * (2 + n_targets) + per_model * (2 * n_targets if "original_fp32" in args.methods else n_targets)
     if need > free * 0.9:
