@@ -8,7 +8,7 @@ For each tensor: layer index, module type, numel, ||delta||, ||base|| and ||delt
 the base model is known), mean |delta|, max |delta| and the share of entries with
 |delta| <= --near_zero. The output (CSV or JSON by suffix) has one row per tensor; a per-module
 summary is printed. `analysis.heatmap` draws the rows as a layers x module-types heatmap.
-Tensors are read chunk by chunk (the operator's CheckpointReader), so any model size works.
+Tensors are read chunk by chunk (checkpoint_io), so any model size works.
 """
 
 import argparse
@@ -22,7 +22,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from inherit_weight import CHUNK_ELEMENTS, CheckpointReader, SkillSource, TransferError
+from checkpoint_io import (CHUNK_ELEMENTS, CheckpointReader, effective_names, one_line_errors, read_buffers,
+                           read_chunk)
+from inherit_weight import SkillSource
 
 STAT_FIELDS = ["name", "layer", "module", "numel", "l2", "base_l2", "rel_l2", "mean_abs", "max_abs", "near_zero_frac"]
 LAYER_RE = re.compile(r"(?:^|\.)layers\.(\d+)\.(.+)$")
@@ -44,23 +46,29 @@ def layer_and_module(name):
     return (int(match.group(1)) if match else None), module
 
 
+def iter_delta(skill, name):
+    """Yield (start, end, float32 chunk of the skill) over one tensor of a SkillSource."""
+    inputs, total = skill.inputs(name), skill.info(name).numel
+    buffers = read_buffers([(name, total, inputs)])
+    out, scratch = torch.empty(CHUNK_ELEMENTS), torch.empty(CHUNK_ELEMENTS)
+    for start in range(0, total, CHUNK_ELEMENTS):
+        end = min(start + CHUNK_ELEMENTS, total)
+        blocks = read_chunk(inputs, start, end, buffers)
+        yield start, end, skill.delta(blocks, out[: end - start], scratch[: end - start])
+
+
 def delta_statistics(source, base=None, near_zero=1e-8, quiet=False):
     """One dict per tensor (STAT_FIELDS). `base`: a CheckpointReader for relative norms (optional)."""
-    delta32 = torch.empty(CHUNK_ELEMENTS, dtype=torch.float32)
     base32 = torch.empty(CHUNK_ELEMENTS, dtype=torch.float32)
-    buffers = [torch.empty(CHUNK_ELEMENTS * 8, dtype=torch.uint8) for _ in range(3)]
-    base_names = None
-    if base is not None:
-        base_names = {n: n for n in base.names()}
-        if base.tied:
-            base_names["lm_head.weight"] = next(n for n in base.names() if n.endswith("embed_tokens.weight"))
+    buffer = torch.empty(CHUNK_ELEMENTS * 8, dtype=torch.uint8)
+    base_names = effective_names(base) if base is not None else None
     rows = []
     for name in tqdm(source.vector_names(), desc="delta statistics", unit="tensor", disable=quiet, file=sys.stderr):
         if not source.info(name).dtype.is_floating_point:
             continue
         sumsq = base_sumsq = abs_sum = 0.0
         max_abs, near = 0.0, 0
-        for start, end, delta in source.iter_delta(name, delta32, buffers):
+        for start, end, delta in iter_delta(source, name):
             sumsq += float(torch.dot(delta, delta))
             absd = delta.abs_()  # in place: delta is not needed any more
             abs_sum += float(absd.sum(dtype=torch.float64))
@@ -68,7 +76,7 @@ def delta_statistics(source, base=None, near_zero=1e-8, quiet=False):
             near += int((absd <= near_zero).sum())
             if base_names is not None:
                 b = base32[: end - start]
-                b.copy_(base.read_into(base_names[name], start, end, buffers[2]))
+                b.copy_(base.read_into(base_names[name], start, end, buffer))
                 base_sumsq += float(torch.dot(b, b))
         numel = source.info(name).numel
         layer, module = layer_and_module(name)
@@ -115,6 +123,7 @@ def module_summary(rows):
     return sorted(((m, s ** 0.5, s / total) for m, s in sumsq.items()), key=lambda x: -x[1])
 
 
+@one_line_errors
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grpo_model", help="RL result (with --base_model: the vector is rl - base)")
@@ -125,17 +134,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if Path(args.output).suffix not in (".csv", ".json"):
         parser.error("--output must end in .csv or .json")
-    try:
-        if args.skill_vector:
-            source = SkillSource(skill_vector=args.skill_vector)
-            base = CheckpointReader(args.base_model) if args.base_model else None
-        else:
-            source = SkillSource(args.grpo_model, args.base_model)
-            base = source.readers[1]
-        rows = delta_statistics(source, base, args.near_zero)
-    except (TransferError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.skill_vector:
+        source = SkillSource(skill_vectors=[args.skill_vector])
+        base = CheckpointReader(args.base_model) if args.base_model else None
+    else:
+        source = SkillSource(args.grpo_model, args.base_model)
+        base = source.streams[1]
+    rows = delta_statistics(source, base, args.near_zero)
     write_rows(rows, args.output)
     total = sum(r["l2"] ** 2 for r in rows) ** 0.5
     print(f"{len(rows)} tensors, ||skill|| = {total:.6g}; statistics written to {args.output}")
