@@ -31,23 +31,8 @@ to one of those test questions is dropped anyway (counted as `eval_overlap`).
                  extra_info["question"] for the judge reward) + manifest_grpo.json
 """
 
-import argparse
-import logging
-
 from prepare_data.cloze import cloze_items
-from prepare_data.passages import (
-    RL_COLUMNS,
-    SFT_COLUMNS,
-    add_generation_args,
-    check_generation_args,
-    generate_per_prompt,
-    load_passages,
-    parse_passage_ids,
-    rl_row,
-    run_per_passage,
-    sft_row,
-    templates_sha256,
-)
+from prepare_data.passages import RL_COLUMNS, SFT_COLUMNS, generate_per_prompt, generation_cli, rl_row, run_per_passage, sft_row, templates_sha256
 from prompts import (
     CLOZE_TEMPLATE,
     CONTEXT_SOLVER_TEMPLATE,
@@ -145,23 +130,20 @@ def grpo_row(passage, chunk, question, answer, index):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_generation_args(parser, max_new_tokens=1024)
-    parser.add_argument("--format", default="sft", choices=sorted(OUTPUTS), help="sft: stage2_sft.parquet (default); grpo: grpo.parquet")
-    parser.add_argument("--proposer", default="json", choices=sorted(PROPOSERS), help="json (default), two_step or cloze (rule-based, no model; see above)")
-    parser.add_argument("--questions_per_chunk", type=int, default=5, help="pairs asked for per chunk (default: 5)")
-    parser.add_argument("--samples_per_chunk", type=int, default=1, help="proposals sampled per chunk (>1 needs --temperature > 0)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    try:
-        check_generation_args(args)
+    options = [
+        ("--format", {"default": "sft", "choices": sorted(OUTPUTS), "help": "sft: stage2_sft.parquet (default); grpo: grpo.parquet"}),
+        ("--proposer", {"default": "json", "choices": sorted(PROPOSERS), "help": "json (default), two_step or cloze (rule-based, no model; see above)"}),
+        ("--questions_per_chunk", {"type": int, "default": 5, "help": "pairs asked for per chunk (default: 5)"}),
+        ("--samples_per_chunk", {"type": int, "default": 1, "help": "proposals sampled per chunk (>1 needs --temperature > 0)"}),
+    ]
+
+    def check(args):
         if args.questions_per_chunk < 1 or args.samples_per_chunk < 1:
             raise ValueError("--questions_per_chunk and --samples_per_chunk must be >= 1")
         if args.proposer == "cloze" and args.samples_per_chunk != 1:
             raise ValueError("--proposer cloze is deterministic: --samples_per_chunk must be 1")
-        passages = load_passages(args.input, parse_passage_ids(args.passages))
-    except (ValueError, FileNotFoundError) as e:
-        parser.error(str(e))
+
+    args, passages = generation_cli(argv, __doc__, 1024, options, check)
 
     def build_rows(passage, chunks, n_chunks, tokenizer, get_generator):
         triples, skipped = PROPOSERS[args.proposer](args, passage, chunks, get_generator)
