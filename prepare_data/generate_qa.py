@@ -89,17 +89,22 @@ def propose_two_step(args, passage, chunks, get_generator):
 
 def propose_cloze(args, passage, chunks, get_generator):
     """[(chunk, question, answer)] without a model: up to --questions_per_chunk cloze items per
-    chunk, spread over its sentences."""
-    by_chunk = {}
+    chunk, spread over its sentences; a sentence the passage repeats is asked about once."""
+    by_chunk, seen, repeated = {}, set(), 0
     for chunk, item in cloze_items(passage.text, passage.title, chunks):
-        by_chunk.setdefault(chunk.index, (chunk, []))[1].append(item)
+        question = cloze_question(passage.title, item.sentence)
+        if normalize_question(question) in seen:
+            repeated += 1
+            continue
+        seen.add(normalize_question(question))
+        by_chunk.setdefault(chunk.index, (chunk, []))[1].append((question, item.answer))
     triples, not_asked = [], 0
-    for chunk, items in by_chunk.values():
-        k = min(args.questions_per_chunk, len(items))
-        picked = sorted({round(i * (len(items) - 1) / max(k - 1, 1)) for i in range(k)})
-        not_asked += len(items) - len(picked)
-        triples.extend((chunk, cloze_question(passage.title, items[i].sentence), items[i].answer) for i in picked)
-    return triples, {"sentences_not_asked": not_asked}
+    for chunk, pairs in by_chunk.values():
+        k = min(args.questions_per_chunk, len(pairs))
+        picked = sorted({round(i * (len(pairs) - 1) / max(k - 1, 1)) for i in range(k)})
+        not_asked += len(pairs) - len(picked)
+        triples.extend((chunk, *pairs[i]) for i in picked)
+    return triples, {"repeated_sentences": repeated, "sentences_not_asked": not_asked}
 
 
 PROPOSERS = {"json": propose_json, "two_step": propose_two_step, "cloze": propose_cloze}
