@@ -113,10 +113,8 @@ def rollout_batch(tokenizer, rows):
 
 
 @pytest.fixture(scope="module")
-def loogle_qa():
-    """[(passage_id, question, answer)] of the demo corpus: LooGLE's format, hand-written QA whose
-    short answers share no words across passages."""
-    rows = [json.loads(line) for line in (REPO_ROOT / "demo" / "corpus.jsonl").read_text().splitlines() if line.strip()]
+def loogle_qa(loogle_sample):
+    rows = [json.loads(line) for line in loogle_sample.read_text().splitlines() if line.strip()]
     return [(pid, qa["Q"], qa["A"]) for pid, row in enumerate(rows) for qa in ast.literal_eval(row["qa_pairs"])]
 
 

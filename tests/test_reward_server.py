@@ -1,6 +1,6 @@
 """The judge server, served for real by uvicorn on free loopback ports.
 
-Backends: lexical on LooGLE-format QA (the demo corpus); the openai backend against `transformers serve` with the
+Backends: lexical on real LooGLE QA; the openai backend against `transformers serve` with the
 tiny fixture model (a garbage judge); scripted OpenAI-compatible endpoints (real HTTP servers)
 for retries, outages, de-duplication and the concurrency bound.
 """
@@ -105,10 +105,9 @@ def item(question="Q?", reference="Paris", response="Paris"):
 
 
 @pytest.fixture(scope="module")
-def loogle_qa():
-    """[(passage_id, question, answer)] of the demo corpus: LooGLE's format, hand-written QA whose
-    short answers share no words across passages."""
-    rows = [json.loads(line) for line in (REPO_ROOT / "demo" / "corpus.jsonl").read_text().splitlines() if line.strip()]
+def loogle_qa(loogle_sample):
+    """[(passage_id, question, answer)] from the real LooGLE sample."""
+    rows = [json.loads(line) for line in loogle_sample.read_text().splitlines() if line.strip()]
     return [(pid, qa["Q"], qa["A"]) for pid, row in enumerate(rows) for qa in ast.literal_eval(row["qa_pairs"])]
 
 
