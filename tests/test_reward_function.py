@@ -323,19 +323,21 @@ def test_decoy_utils_and_judge_modules_earlier_on_sys_path_are_not_used(lexical_
         sys.path.insert(0, {str(decoys)!r})
         if {already_imported}:
             import utils, judge
+        path_before = list(sys.path)
         spec = importlib.util.spec_from_file_location("custom_module_123", {str(REWARD_FUNCTION)!r})  # as verl does
         rf = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(rf)
         result = asyncio.run(rf.compute_score("loogle", "<think>hm</think>Answer: Paris", "Paris",
                                               {{"question": "Capital?"}}, judge_url={lexical_judge_url!r}))
         import utils, judge
-        print(result["score"], utils.DECOY, judge.DECOY, {str(decoys)!r} == sys.path[0], {str(REPO_ROOT)!r} in sys.path)
+        print(result["score"], utils.DECOY, judge.DECOY, sys.path == path_before)
     """)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", *TOKEN_ENV)}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
-    # scored by the real extract_answer and judge client; the decoys still answer to their names
-    assert done.stdout.split() == ["1.0", "utils", "judge", "True", "False"]
+    # scored by the real extract_answer and judge client; the decoys still answer to their names,
+    # and sys.path is as it was (the venv's editable install may list the repo: that stays as is)
+    assert done.stdout.split() == ["1.0", "utils", "judge", "True"]
 
 
 def _network_namespaces_work():
