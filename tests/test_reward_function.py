@@ -33,7 +33,7 @@ def free_port():
 def start_judge(log_dir, *args):
     """Run the start script on a free port; returns (url, pid, completed process)."""
     port = free_port()
-    env = {**os.environ, "JUDGE_PORT": str(port), "JUDGE_LOG_DIR": str(log_dir), "PYTHON": sys.executable}
+    env = {**os.environ, "JUDGE_PORT": str(port), "LOG_DIR": str(log_dir), "PYTHON": sys.executable}
     done = subprocess.run(["bash", str(START_SCRIPT), *args], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     pid = int((Path(log_dir) / f"judge_server_{port}.pid").read_text())
@@ -192,7 +192,7 @@ def test_auth_token_is_sent_from_the_environment(reward_fn, tmp_path, monkeypatc
 @pytest.mark.slow
 def test_start_script_reuses_a_running_server(judge_url, tmp_path):
     port = judge_url.rsplit(":", 1)[1]
-    env = {**os.environ, "JUDGE_PORT": port, "JUDGE_LOG_DIR": str(tmp_path), "PYTHON": sys.executable}
+    env = {**os.environ, "JUDGE_PORT": port, "LOG_DIR": str(tmp_path), "PYTHON": sys.executable}
     done = subprocess.run(["bash", str(START_SCRIPT)], capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0 and done.stdout.strip() == judge_url
     assert "already running" in done.stderr
@@ -200,7 +200,7 @@ def test_start_script_reuses_a_running_server(judge_url, tmp_path):
 
 @pytest.mark.slow
 def test_start_script_fails_with_the_servers_reason(tmp_path):
-    env = {**os.environ, "JUDGE_PORT": str(free_port()), "JUDGE_LOG_DIR": str(tmp_path), "PYTHON": sys.executable}
+    env = {**os.environ, "JUDGE_PORT": str(free_port()), "LOG_DIR": str(tmp_path), "PYTHON": sys.executable}
     done = subprocess.run(["bash", str(START_SCRIPT), "--backend", "vllm"], capture_output=True, text=True,
                           timeout=120, env=env)
     assert done.returncode == 1 and done.stdout == ""
