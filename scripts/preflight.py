@@ -194,14 +194,13 @@ def judge_check(args):
     if backend == "lexical" and args.backend != "lexical":
         raise Refused(f"{args.stage}: the judge at {args.url} is the lexical word-overlap judge, which no one chose."
                       f" {HOW_TO_CONFIGURE_A_JUDGE}")
-    token = None
-    if args.token_file:
-        try:
-            token = Path(args.token_file).read_text(encoding="utf-8").strip()
-        except OSError:
-            raise Refused(f"{args.stage}: the judge at {args.url} is off loopback, so it needs a token, and the token file"
-                          f" {args.token_file} cannot be read. Start the judge with scripts/train/start_judge_server.sh"
-                          " (it writes one) or set JUDGE_TOKEN_FILE to the judge's token file.")
+    from judge import JudgeError, read_auth_token
+
+    try:  # as the reward workers read it: the file, else env JUDGE_TOKEN_FILE / JUDGE_AUTH_TOKEN
+        token = read_auth_token(args.token_file)
+    except JudgeError as e:
+        raise Refused(f"{args.stage}: {e}. The judge at {args.url} needs its token: start it with"
+                      " scripts/train/start_judge_server.sh (it writes one) or set JUDGE_TOKEN_FILE to its token file.")
     try:
         get("/metrics", token)
     except urllib.error.HTTPError as e:

@@ -12,6 +12,7 @@ killed, pass or fail. Ray runs as a private local instance with bounded CPUs.
 """
 
 import collections
+import json
 import os
 import re
 import shutil
@@ -251,6 +252,23 @@ def test_merge_fsdp_to_hf_matches_hf_export(sft_run, tmp_path):
 
 
 @pytest.fixture(scope="module")
+def token_judge(tmp_path_factory):
+    """A lexical judge that wants a bearer token, started the way users start one: the start
+    script writes the token file (as it would on a cluster's shared filesystem)."""
+    log_dir = tmp_path_factory.mktemp("token_judge")
+    token_file, port = log_dir / "judge_token", free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("JUDGE_URL", "JUDGE_SERVER_URL", "JUDGE_AUTH_TOKEN")}
+    env.update({"JUDGE_PORT": str(port), "LOG_DIR": str(log_dir), "JUDGE_BACKEND": "lexical",
+                "JUDGE_TOKEN_FILE": str(token_file), "PYTHON": PYTHON})
+    done = subprocess.run(["bash", TRAIN / "start_judge_server.sh"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    token = token_file.read_text().strip()
+    assert token and token not in done.stdout + done.stderr and oct(token_file.stat().st_mode)[-3:] == "600"
+    yield done.stdout.strip(), token_file, token
+    os.kill(int((log_dir / f"judge_server_{port}.pid").read_text()), signal.SIGTERM)
+
+
+@pytest.fixture(scope="module")
 def varied_prompts(sft_run, data_root, tmp_path_factory):
     """Three GRPO prompts of passage 0 (the data code's eval rows): two with a reference made of
     the words the tiny stage-2 model emits most, just enough of them that about half of its
@@ -291,16 +309,25 @@ def varied_prompts(sft_run, data_root, tmp_path_factory):
     return varied
 
 
-def test_grpo_cpu_with_vllm_rollouts_and_judge(sft_run, data_root, lexical_judge_url, varied_prompts, tmp_path):
+def test_grpo_cpu_with_vllm_rollouts_and_judge(sft_run, data_root, token_judge, varied_prompts, tmp_path):
+    """GRPO on fewer prompts than its batch, rewarded by a judge that wants a token: the token
+    file's path reaches the reward workers (a reward kwarg), the token itself no log line."""
+    import httpx
+
+    judge_url, token_file, token = token_judge
     out = tmp_path / "grpo"
     log = tmp_path / "grpo.log"
     returncode, wall = run_script(
         [TRAIN / "grpo.sh", *GRPO_ARGS],
         {"passage_id": "0", "DATA_ROOT": str(data_root), "CKPT_ROOT": str(sft_run), "GRPO_DIR": str(out),
-         "GRPO_TRAIN_FILES": str(varied_prompts), "GRPO_VAL_FILES": str(varied_prompts), "JUDGE_URL": lexical_judge_url,
-         **GRPO_ENV},
+         "GRPO_TRAIN_FILES": str(varied_prompts), "GRPO_VAL_FILES": str(varied_prompts), "JUDGE_URL": judge_url,
+         "JUDGE_TOKEN_FILE": str(token_file), **GRPO_ENV},
         log, timeout=900)
     assert_ran(returncode, log)
+    assert f"judge_token_file={token_file}" in log.read_text() and token not in log.read_text()
+    assert httpx.get(f"{judge_url}/metrics").status_code == 401
+    judged = httpx.get(f"{judge_url}/metrics", headers={"Authorization": f"Bearer {token}"}).json()
+    assert judged["items"] >= 2 * 2 * 8  # 2 steps x 2 prompts x 8 responses, all with the token
     # verl drops the overlong prompt; the batch fits the 2 it keeps.
     assert ("2 prompts kept for GRPO_BATCH_SIZE 4 (mini 4, micro 4) on 1 rank(s), ROLLOUT_N 8: training with batch 2,"
             " mini batch 2, micro batch 4") in (out / "run.log").read_text()
