@@ -98,7 +98,7 @@ def user_env(**extra):
 
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory):
-    """A fresh clone of the commit under test, alone in its folder (no ../shared beside it)."""
+    """A fresh clone of the commit under test, alone in its folder (nothing beside it)."""
     root = tmp_path_factory.mktemp("fresh") / "PaST"
     for cmd in (["git", "init", "-q", str(root)], ["git", "-C", str(root), "fetch", "-q", str(REPO_ROOT), "HEAD"],
                 ["git", "-C", str(root), "checkout", "-q", "FETCH_HEAD"]):
