@@ -203,13 +203,14 @@ def test_sft_rerun_refuses_existing_run(sft_run, data_root, tiny_model, tmp_path
 def test_two_node_sft_on_one_machine(data_root, tiny_model, tmp_path):
     """NNODES=2: two torchrun agents (one process each, c10d rendezvous on loopback) share one
     checkpoint dir as two nodes share a filesystem; node 1 waits for stage 1's final model, which
-    node 0 records, and both stages train across both ranks."""
+    node 0 records, and both stages train across both ranks. With HF_EXPORT_DTYPE=bf16 the final
+    models are made by verl's merger from both ranks' shards, in bfloat16."""
     ckpt, data = tmp_path / "ckpt", tmp_path / "data"
     (data / "passage0").mkdir(parents=True)
     sft_rows(data_root / "passage0/eval.parquet", 2, recite=True).to_parquet(data / "passage0/stage1_sft.parquet")
     sft_rows(data_root / "passage0/eval.parquet", 4).to_parquet(data / "passage0/stage2_sft.parquet")
     env = {"passage_id": "0", "MODEL": str(tiny_model), "DATA_ROOT": str(data), "CKPT_DIR": str(ckpt), "NNODES": "2",
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), **SFT_ENV, "SFT_EPOCHS": "1"}
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "HF_EXPORT_DTYPE": "bf16", **SFT_ENV, "SFT_EPOCHS": "1"}
     logs = [tmp_path / f"node{rank}.log" for rank in (0, 1)]
     results = {}
 
@@ -228,8 +229,9 @@ def test_two_node_sft_on_one_machine(data_root, tiny_model, tmp_path):
         assert "2 rows for SFT_BATCH_SIZE 4 on 2 rank(s)" in logs[rank].read_text()
     for stage in (1, 2):
         final = ckpt / f"stage{stage}" / "final"
-        assert os.readlink(final) == "global_step_1/huggingface"  # one step: batch 2 (stage 1) / 4 (stage 2) over 2 ranks
-        assert weights(final) and not resumable_files(final.parent)  # pruned by node 0
+        assert os.readlink(final) == "global_step_1/huggingface_bf16"  # one step: batch 2 (stage 1) / 4 (stage 2) over 2 ranks
+        assert {t.dtype for t in weights(final).values()} == {torch.bfloat16}
+        assert not resumable_files(final.parent)  # pruned by node 0
     assert "final HF model" not in logs[1].read_text()
 
 
