@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ CONFIG_BLOCK = re.compile(r"^--- composed config \[(.+?)\] ---\n(.*?)^--- end co
 
 def dry_run(script, env=None, args=(), check=True):
     base_env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
-    full_env = {**base_env, "DRY_RUN": "1", "PAST_DEVICE": "cpu", **(env or {})}
+    full_env = {**base_env, "DRY_RUN": "1", "PAST_DEVICE": "cpu", "PYTHON": sys.executable, **(env or {})}
     result = subprocess.run(
         ["bash", str(script), *args], env=full_env, cwd=REPO, capture_output=True, text=True, timeout=600
     )
@@ -219,7 +220,7 @@ def test_merge_data_mixes_passages(tmp_path):
         (tmp_path / f"passage{pid}" / "manifest_stage2.json").write_text(
             json.dumps({"stage": "stage2", "passage_id": pid, "output": "stage2_sft.parquet", "rows": 3}))
     env = {"PASSAGES": "0-1", "NAME": "stage2_sft", "DATA_ROOT": str(tmp_path)}
-    full_env = {**os.environ, "PAST_DEVICE": "cpu", **env}
+    full_env = {**os.environ, "PAST_DEVICE": "cpu", "PYTHON": sys.executable, **env}
     subprocess.run(["bash", str(TRAIN / "merge_data.sh")], env=full_env, check=True, timeout=120, capture_output=True)
     merged = pd.read_parquet(tmp_path / "merged_0-1" / "stage2_sft.parquet")
     assert sorted(m[0]["content"] for m in merged.messages) == sorted(f"p{p} q{i}" for p in (0, 1) for i in range(3))
