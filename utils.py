@@ -6,13 +6,16 @@ imports `extract_answer` from here.
 
 import ast
 import json
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 # Chat-template tails a decoded rollout may still carry (ChatML, Llama-3, generic EOS).
 _TEMPLATE_TAIL = re.compile(r"(<\|im_end\|>|<\|endoftext\|>|<\|eot_id\|>|</s>|<\|end\|>).*\Z", re.DOTALL)
-_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
-_UNCLOSED_THINK = re.compile(r"<think>.*\Z", re.DOTALL | re.IGNORECASE)
+# <think> blocks of reasoning models; an unclosed one is a reply cut while thinking (judge.py too).
+THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+UNCLOSED_THINK = re.compile(r"<think>.*\Z", re.DOTALL | re.IGNORECASE)
 _ANSWER_PREFIX = re.compile(r"^\s*(?:\*\*)?(?:final\s+)?answer(?:\*\*)?\s*[:：]\s*", re.IGNORECASE)
 
 
@@ -20,8 +23,8 @@ def extract_answer(text):
     """The answer part of a model response: drops a chat-template tail, `<think>` blocks and an
     `Answer:` prefix (the last `Answer:` line wins when the model reasons first)."""
     text = _TEMPLATE_TAIL.sub("", text or "")
-    text = _THINK_BLOCK.sub("", text)
-    text = _UNCLOSED_THINK.sub("", text)
+    text = THINK_BLOCK.sub("", text)
+    text = UNCLOSED_THINK.sub("", text)
     matches = list(re.finditer(r"(?im)^\s*(?:\*\*)?(?:final\s+)?answer(?:\*\*)?\s*[:：]", text))
     if matches:
         text = text[matches[-1].start():]
@@ -134,8 +137,8 @@ class QAParse:
 def strip_model_text(text):
     """A model output without chat-template tails or <think> blocks."""
     text = _TEMPLATE_TAIL.sub("", text or "")
-    text = _THINK_BLOCK.sub("", text)
-    return _UNCLOSED_THINK.sub("", text).strip()
+    text = THINK_BLOCK.sub("", text)
+    return UNCLOSED_THINK.sub("", text).strip()
 
 
 def _field(item, keys):
@@ -297,3 +300,17 @@ def parse_questions(text, limit=None):
 def normalize_question(text):
     """Lower-case words only: two questions that differ in case, spacing or punctuation match."""
     return " ".join(re.findall(r"\w+", text.lower()))
+
+
+# --- API key -----------------------------------------------------------------------------------
+
+API_KEY_FILE = Path(__file__).resolve().parent / "openai_api_key.txt"  # gitignored
+
+
+def read_openai_key():
+    """env OPENAI_API_KEY, else the first line of the gitignored openai_api_key.txt in the repo
+    root, else None. The judge server and the openai generation backend read it here; never logged."""
+    key = os.environ.get("OPENAI_API_KEY", "").strip()
+    if not key and API_KEY_FILE.is_file():
+        key = API_KEY_FILE.read_text(encoding="utf-8").strip()
+    return key or None

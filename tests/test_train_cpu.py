@@ -217,7 +217,7 @@ def varied_prompts(sft_run, data_root, tmp_path_factory):
     cannot answer the real questions)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from reward_server import normalize_answer
+    from judge import normalize_answer
     from utils import extract_answer
 
     model_dir = sft_run / "passage0/stage2/final"
