@@ -90,7 +90,7 @@ def free_port():
 def judge_url(tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("judge_logs")
     port = free_port()
-    env = {**os.environ, "JUDGE_PORT": str(port), "JUDGE_LOG_DIR": str(log_dir), "PYTHON": sys.executable}
+    env = {**os.environ, "JUDGE_PORT": str(port), "LOG_DIR": str(log_dir), "PYTHON": sys.executable}
     done = subprocess.run(["bash", str(START_JUDGE), "--backend", "lexical"], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     pid = int((log_dir / f"judge_server_{port}.pid").read_text())
@@ -115,7 +115,7 @@ def evaluated(tmp_path_factory, tiny_model, data_dir, judge_url):
                            "--n_runs", str(N_RUNS), "--data_dir", str(data_dir), "--results_dir", str(results), *FAST])
     score_answers_with_server.main(["--answers_file", str(results / "tiny" / "passage0" / "answers.json"),
                                     "--results_dir", str(results), "--judge_url", judge_url])
-    env = {"passage_id": 1, "MODEL_PATH": tiny_model, "MODEL_TAG": "tiny", "N_RUNS": N_RUNS, "DATA_DIR": data_dir,
+    env = {"passage_id": 1, "MODEL_PATH": tiny_model, "MODEL_TAG": "tiny", "N_RUNS": N_RUNS, "DATA_ROOT": data_dir,
            "RESULTS_DIR": results, "JUDGE_URL": judge_url}
     run_script("scripts/eval/eval_sft.sh", env, *FAST)
     return results
@@ -261,8 +261,8 @@ def test_scripts_dry_run_print_the_command_with_passthrough_args():
 
 @pytest.mark.slow
 def test_eval_with_context_script(tiny_model, data_dir, judge_url, loogle_sample, tmp_path):
-    env = {"passage_id": 1, "MODEL_PATH": tiny_model, "N_RUNS": 1, "DATA_DIR": data_dir, "RESULTS_DIR": tmp_path,
-           "JUDGE_URL": judge_url, "LOOGLE_FILE": loogle_sample, "MAX_CONTEXT_TOKENS": 512}
+    env = {"passage_id": 1, "MODEL_PATH": tiny_model, "N_RUNS": 1, "DATA_ROOT": data_dir, "RESULTS_DIR": tmp_path,
+           "JUDGE_URL": judge_url, "LOOGLE": loogle_sample, "MAX_CONTEXT_TOKENS": 512}
     run_script("scripts/eval_with_context.sh", env, *FAST)
     doc = json.loads((tmp_path / f"{model_tag_from_path(tiny_model)}-context" / "passage1" / "test_results.json").read_text())
     assert doc["generation"]["prompt"] == "passage_in_context" and doc["generation"]["max_context_tokens"] == 512

@@ -380,13 +380,13 @@ SCRIPTS = REPO_ROOT / "scripts" / "gen_data"
 @pytest.mark.parametrize("script,args", [("gen_sft_data.sh", []), ("gen_sft_data.sh", ["0", "zero"]), ("gen_rl_data.sh", ["0"]), ("process_loogle_eval.sh", ["a-b"])])
 def test_drivers_print_usage_on_bad_arguments(script, args):
     out = subprocess.run(["bash", str(SCRIPTS / script), *args], capture_output=True, text=True, timeout=30)
-    assert out.returncode == 2 and out.stderr.startswith("usage:")
+    assert out.returncode == 2 and "usage:" in out.stderr
 
 
 @pytest.mark.slow
 def test_drivers_generate_every_file_for_a_passage(loogle_sample, tiny_model, tmp_path, tiny_tokenizer):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "INPUT": str(loogle_sample), "DATA_DIR": str(tmp_path), "MODEL": str(tiny_model),
-           "BACKEND": "hf", "CHUNK_TOKENS": "96", "OVERLAP_TOKENS": "16", "MAX_CHUNKS": "2", "SUMMARY_MAX_NEW_TOKENS": "16",
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LOOGLE": str(loogle_sample), "DATA_ROOT": str(tmp_path), "GENERATOR": str(tiny_model),
+           "GEN_BACKEND": "hf", "CHUNK_TOKENS": "96", "OVERLAP_TOKENS": "16", "MAX_CHUNKS": "2", "SUMMARY_MAX_NEW_TOKENS": "16",
            "QA_MAX_NEW_TOKENS": "16", "QUESTIONS_PER_CHUNK": "2", "PROPOSER": "two_step", "PYTHON": sys.executable}
     for script, args in [("process_loogle_eval.sh", ["3"]), ("gen_sft_data.sh", ["", "3"]), ("gen_rl_data.sh", ["", "3"])]:
         out = subprocess.run(["bash", str(SCRIPTS / script), *args], capture_output=True, text=True, env=env, timeout=600)

@@ -32,7 +32,7 @@ TOKEN_ENV = ("JUDGE_TOKEN_FILE", "JUDGE_AUTH_TOKEN")
 def start_judge(log_dir, *args):
     """Run the start script on a free port; returns (url, pid, log file)."""
     port = free_port()
-    env = {**os.environ, "JUDGE_PORT": str(port), "JUDGE_LOG_DIR": str(log_dir), "PYTHON": sys.executable}
+    env = {**os.environ, "JUDGE_PORT": str(port), "LOG_DIR": str(log_dir), "PYTHON": sys.executable}
     for name in TOKEN_ENV:
         env.pop(name, None)
     done = subprocess.run(["bash", str(START_SCRIPT), *args], capture_output=True, text=True, timeout=120, env=env)
@@ -281,7 +281,7 @@ def test_token_protected_judge_is_reached_through_a_token_file_and_the_token_is_
 @pytest.mark.slow
 def test_start_script_reuses_a_running_server(lexical_judge_url, tmp_path):
     port = lexical_judge_url.rsplit(":", 1)[1]
-    env = {**os.environ, "JUDGE_PORT": port, "JUDGE_LOG_DIR": str(tmp_path), "PYTHON": sys.executable}
+    env = {**os.environ, "JUDGE_PORT": port, "LOG_DIR": str(tmp_path), "PYTHON": sys.executable}
     done = subprocess.run(["bash", str(START_SCRIPT)], capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0 and done.stdout.strip() == lexical_judge_url
     assert "already running" in done.stderr
@@ -289,7 +289,7 @@ def test_start_script_reuses_a_running_server(lexical_judge_url, tmp_path):
 
 @pytest.mark.slow
 def test_start_script_fails_with_the_servers_reason(tmp_path):
-    env = {**os.environ, "JUDGE_PORT": str(free_port()), "JUDGE_LOG_DIR": str(tmp_path), "PYTHON": sys.executable}
+    env = {**os.environ, "JUDGE_PORT": str(free_port()), "LOG_DIR": str(tmp_path), "PYTHON": sys.executable}
     done = subprocess.run(["bash", str(START_SCRIPT), "--backend", "vllm"], capture_output=True, text=True,
                           timeout=120, env=env)
     assert done.returncode == 1 and done.stdout == ""

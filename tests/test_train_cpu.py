@@ -201,7 +201,7 @@ def judge_url(tmp_path_factory):
     """The real judge server (lexical backend), started the way users start it."""
     log_dir = tmp_path_factory.mktemp("judge")
     port = free_port()
-    env = {**os.environ, "JUDGE_PORT": str(port), "JUDGE_LOG_DIR": str(log_dir), "PYTHON": PYTHON}
+    env = {**os.environ, "JUDGE_PORT": str(port), "LOG_DIR": str(log_dir), "PYTHON": PYTHON}
     url = subprocess.run(["bash", TRAIN / "start_judge_server.sh", "--backend", "lexical"], env=env, check=True,
                          capture_output=True, text=True, timeout=120).stdout.strip()
     yield url

@@ -61,7 +61,7 @@ def assert_plus_only_on_new_keys(stdout, default):
 @pytest.fixture(scope="module")
 def sft_dry(tmp_path_factory):
     ckpt = tmp_path_factory.mktemp("ckpt") / "passage3"
-    env = {"passage_id": "3", "BASE_MODEL": "/models/base", "CKPT_DIR": str(ckpt), "DATA_DIR": "/data/passage3"}
+    env = {"passage_id": "3", "MODEL": "/models/base", "CKPT_DIR": str(ckpt), "DATA_DIR": "/data/passage3"}
     return dry_run(TRAIN / "sft.sh", env, args=["optim.weight_decay=0.05"]), ckpt
 
 
@@ -121,7 +121,7 @@ def test_sft_rejects_bad_passage_id():
 @pytest.fixture(scope="module")
 def grpo_dry(tmp_path_factory):
     out = tmp_path_factory.mktemp("grpo_out")
-    env = {"passage_id": "2", "DATA_DIR": "/data/passage2", "CKPT_DIR": "/ckpt/passage2", "OUTPUT_DIR": str(out),
+    env = {"passage_id": "2", "DATA_DIR": "/data/passage2", "CKPT_DIR": "/ckpt/passage2", "GRPO_DIR": str(out),
            "JUDGE_URL": "http://10.1.2.3:9000", "ROLLOUT_N": "6"}
     return dry_run(TRAIN / "grpo.sh", env, args=["actor_rollout_ref.actor.clip_ratio=0.3"]), out
 
@@ -161,7 +161,7 @@ def test_grpo_refuses_group_of_one():
 
 
 def test_grpo_single_schedule(tmp_path):
-    result = dry_run(TRAIN / "grpo_single.sh", {"passage_id": "1", "CKPT_DIR": "/ckpt/passage1", "OUTPUT_DIR": str(tmp_path / "o")})
+    result = dry_run(TRAIN / "grpo_single.sh", {"passage_id": "1", "CKPT_DIR": "/ckpt/passage1", "GRPO_DIR": str(tmp_path / "o")})
     cfg = configs(result.stdout)["grpo passage 1"]
     assert cfg["data"]["train_batch_size"] == 8 and cfg["trainer"]["total_epochs"] == 15
     assert cfg["trainer"]["default_local_dir"] == str(tmp_path / "o")
@@ -169,7 +169,7 @@ def test_grpo_single_schedule(tmp_path):
 
 def test_grpo_round10_dry_run_chains_rounds(tmp_path, default_configs):
     env = {"K": "2", "SOURCE_PASSAGES": "4 7 9", "TARGET_PASSAGES": "0", "CKPT_ROOT": "/ck", "DATA_ROOT": "/d",
-           "OUT_DIR": str(tmp_path / "r10")}
+           "ROUNDS_DIR": str(tmp_path / "r10")}
     result = dry_run(TRAIN / "grpo_round10.sh", env)
     cfgs = configs(result.stdout)
     assert list(cfgs) == ["grpo passage 4", "grpo passage 7"]
@@ -195,13 +195,13 @@ def test_grpo_round10_needs_distinct_sources():
 
 
 def test_all_sft_and_sft_iter(tmp_path):
-    result = dry_run(TRAIN / "all_sft.sh", {"PASSAGES": "0,2", "STAGES": "1", "BASE_MODEL": "/m", "CKPT_ROOT": str(tmp_path)})
+    result = dry_run(TRAIN / "all_sft.sh", {"PASSAGES": "0,2", "STAGES": "1", "MODEL": "/m", "CKPT_ROOT": str(tmp_path)})
     cfgs = configs(result.stdout)
     assert [c["data"]["train_files"] for c in cfgs.values()] == [
         str(REPO / "data/passage0/stage1_sft.parquet"), str(REPO / "data/passage2/stage1_sft.parquet")]
     assert all(c["model"]["path"] == "/m" for c in cfgs.values())
 
-    result = dry_run(TRAIN / "sft_iter.sh", {"PASSAGES": "3,1", "BASE_MODEL": "/m", "OUT_DIR": str(tmp_path)})
+    result = dry_run(TRAIN / "sft_iter.sh", {"PASSAGES": "3,1", "MODEL": "/m", "SFT_ITER_DIR": str(tmp_path)})
     paths = [c["model"]["path"] for c in configs(result.stdout).values()]
     # passage 3 from the base model, passage 1 from passage 3's final stage-2 model.
     assert paths == ["/m", f"{tmp_path}/passage3/stage1/final", f"{tmp_path}/passage3/stage2/final",
