@@ -47,6 +47,10 @@ QUESTIONS_TEMPLATE = (
     "Excerpt:\n{chunk}"
 )
 
+# The `cloze` proposer (prepare_data/cloze.py, no model): a sentence of the document with one
+# span blanked; the answer is the span.
+CLOZE_TEMPLATE = "Fill in the blank in this sentence from \"{title}\": {sentence}"
+
 # Closed-book: the model must answer from what it learned, not from a context.
 SOLVER_TEMPLATE = (
     "Answer the following question about \"{title}\" from your knowledge of that document. "
@@ -120,6 +124,10 @@ def proposer_prompt(title, chunk, n_questions):
 
 def questions_prompt(title, chunk, n_questions):
     return QUESTIONS_TEMPLATE.format(title=title, chunk=chunk, n_questions=n_questions)
+
+
+def cloze_question(title, sentence):
+    return CLOZE_TEMPLATE.format(title=title, sentence=sentence)
 
 
 def solver_prompt(title, question):

@@ -31,6 +31,35 @@ def extract_answer(text):
     return _ANSWER_PREFIX.sub("", text).strip()
 
 
+# --- Files and names ---------------------------------------------------------------------------
+
+
+def write_json_atomic(path, obj):
+    """Write `obj` as JSON to `path` through a temp file in the same folder, then rename: a reader
+    (or a rerun after a crash) never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+_HUB_ID = re.compile(r"(?!.*(?:--|\.\.))[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+# First path parts that name this project's own outputs: `checkpoints/x` is a missing local
+# folder, not a model on the hub.
+_LOCAL_ROOTS = ("checkpoints", "data", "eval_results")
+
+
+def is_hub_id(name):
+    """True when `name` has the form of a Hugging Face hub id (`org/name`, e.g.
+    Qwen/Qwen2.5-7B-Instruct). Callers check for a local folder first."""
+    name = str(name)
+    return bool(_HUB_ID.fullmatch(name)) and name.split("/")[0] not in _LOCAL_ROOTS
+
+
 # --- Long-text chunking -----------------------------------------------------------------------
 
 _SENTENCE_END = re.compile(r"""[.!?]["')\]]*\s*\Z|\n\s*\Z""")
@@ -62,14 +91,20 @@ def _is_cut(starts, i):
     return i == len(starts) or starts[i] > starts[i - 1]
 
 
+def check_chunk_sizes(chunk_tokens, overlap_tokens):
+    """The chunk sizes chunk_text accepts, checked before any work starts."""
+    if chunk_tokens < 1 or overlap_tokens < 0 or 2 * overlap_tokens >= chunk_tokens:
+        raise ValueError(
+            "need --chunk_tokens >= 1 and 0 <= --overlap_tokens < chunk_tokens/2, "
+            f"got chunk_tokens={chunk_tokens}, overlap_tokens={overlap_tokens}"
+        )
+
+
 def chunk_text(text, tokenizer, chunk_tokens, overlap_tokens=0):
     """Split `text` into chunks of at most `chunk_tokens` tokens that cover it in order, each
     starting `overlap_tokens` tokens before the previous one ends. Cuts fall on token
     boundaries; a chunk ends at a sentence end when one lies in its second half."""
-    if chunk_tokens < 1 or overlap_tokens < 0 or 2 * overlap_tokens >= chunk_tokens:
-        raise ValueError(
-            f"need chunk_tokens >= 1 and 0 <= overlap_tokens < chunk_tokens/2, got {chunk_tokens} and {overlap_tokens}"
-        )
+    check_chunk_sizes(chunk_tokens, overlap_tokens)
     starts = token_starts(text, tokenizer)
     n = len(starts)
     if n == 0:

@@ -61,11 +61,11 @@ def test_gsm8k_numeric_match():
     assert [r["verdict"] for r in judge_numeric(items)] == [True, True, False, False]
 
 
-def test_context_prompt_keeps_head_and_tail_and_fits(tiny_tokenizer, loogle_sample):
+def test_context_prompt_keeps_head_and_tail_and_fits(tiny_tokenizer, loogle_corpus):
     from generation import render_chat
     from prepare_data.passages import load_passages
 
-    (passage,) = load_passages(loogle_sample, [0])
+    (passage,) = load_passages(loogle_corpus, [0])
     questions = [{"index": 0, "question": "Where was José Luis Picardo born?", "reference": "Jerez", "prompt": []}]
     eval_set = EvalSet(split="passage0", data_file="-", data_source="loogle", passage_id=0, title=passage.title, questions=questions)
     budget = 600
@@ -99,9 +99,9 @@ def judge_url(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory, loogle_sample):
+def data_dir(tmp_path_factory, loogle_corpus):
     out = tmp_path_factory.mktemp("data")
-    loogle_to_parquet.main(["--input", str(loogle_sample), "--output_dir", str(out), "--passages", "0,1"])
+    loogle_to_parquet.main(["--input", str(loogle_corpus), "--output_dir", str(out), "--passages", "0,1"])
     return out
 
 
@@ -260,9 +260,9 @@ def test_scripts_dry_run_print_the_command_with_passthrough_args():
 
 
 @pytest.mark.slow
-def test_eval_with_context_script(tiny_model, data_dir, judge_url, loogle_sample, tmp_path):
+def test_eval_with_context_script(tiny_model, data_dir, judge_url, loogle_corpus, tmp_path):
     env = {"passage_id": 1, "MODEL_PATH": tiny_model, "N_RUNS": 1, "DATA_ROOT": data_dir, "RESULTS_DIR": tmp_path,
-           "JUDGE_URL": judge_url, "LOOGLE": loogle_sample, "MAX_CONTEXT_TOKENS": 512}
+           "JUDGE_URL": judge_url, "LOOGLE": loogle_corpus, "MAX_CONTEXT_TOKENS": 512}
     run_script("scripts/eval_with_context.sh", env, *FAST)
     doc = json.loads((tmp_path / f"{model_tag_from_path(tiny_model)}-context" / "passage1" / "test_results.json").read_text())
     assert doc["generation"]["prompt"] == "passage_in_context" and doc["generation"]["max_context_tokens"] == 512

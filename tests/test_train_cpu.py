@@ -119,12 +119,12 @@ def python_module(*args, timeout=600):
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory, tiny_model, loogle_sample):
+def data_root(tmp_path_factory, tiny_model, loogle_corpus):
     """data/passage{0,1}/ (SFT data of passage 0, GRPO prompts of both) built by the data code,
     with the tiny model as generator."""
     root = tmp_path_factory.mktemp("data")
     small = ["--model", tiny_model, "--backend", "hf", "--max_chunks", "2", "--chunk_tokens", "64",
-             "--overlap_tokens", "8", "--max_new_tokens", "16", "--output_dir", root, "--input", loogle_sample]
+             "--overlap_tokens", "8", "--max_new_tokens", "16", "--output_dir", root, "--input", loogle_corpus]
     python_module("prepare_data.generate_mixed_data", "--passages", "0", *small)
     python_module("prepare_data.generate_qa", "--passages", "0", "--format", "sft", "--proposer", "two_step", *small)
     python_module("prepare_data.generate_qa", "--passages", "0-1", "--format", "grpo", "--proposer", "two_step", *small)
