@@ -50,6 +50,7 @@ from prompts import ANSWER_FIELDS, SQUAD_ANSWER_TEMPLATE, load_prompt_template, 
 from seal_squad.grading import GRADER, grade, make_client  # noqa: E402
 from seal_squad.serving import VLLMServer  # noqa: E402
 from seal_squad.ttt import TTTRecipe, prepare_tokenizer, train_adapter  # noqa: E402
+from utils import write_json_atomic  # noqa: E402
 
 log = logging.getLogger("TTT_server")
 
@@ -190,12 +191,14 @@ class TTTServer:
         return texts, verdicts
 
 
-def serve(server, host, port):
+def serve(server, host, port, ready_file=None):
     ctx = zmq.Context()
     sock = ctx.socket(zmq.REP)
     sock.setsockopt(zmq.LINGER, 0)
     sock.bind(f"tcp://{host}:{port}")
     log.info("TTT server listening on tcp://%s:%d", host, port)
+    if ready_file:  # what start_servers.sh waits for
+        write_json_atomic(ready_file, server.description)
     try:
         while True:
             raw = sock.recv()
@@ -217,6 +220,8 @@ def serve(server, host, port):
     finally:
         sock.close()
         ctx.term()
+        if ready_file:
+            Path(ready_file).unlink(missing_ok=True)
 
 
 def main(argv=None):
@@ -244,6 +249,7 @@ def main(argv=None):
     parser.add_argument("--answer_template", help="a text file with the answer prompt, {question} in it (e.g. SEAL's exact one)")
     parser.add_argument("--adapter_dir", default="outputs/seal/adapters", help="where adapters are written (vLLM must read it)")
     parser.add_argument("--keep_adapters", action="store_true", help="do not delete adapters after evaluation (debugging)")
+    parser.add_argument("--ready_file", help="write the server's description (info) here once it listens")
     args = parser.parse_args(argv)
     if args.skill_vector and args.alpha is None:
         parser.error("--skill_vector needs --alpha (the lambda of the served base + lambda * skill)")
@@ -253,7 +259,7 @@ def main(argv=None):
         server = TTTServer(args)
     except (ValueError, OSError, RuntimeError) as e:  # bad settings, unreachable vLLM or judge
         parser.error(str(e))
-    serve(server, args.zmq_host, args.zmq_port)
+    serve(server, args.zmq_host, args.zmq_port, args.ready_file)
 
 
 if __name__ == "__main__":

@@ -59,25 +59,27 @@ class TTTClient:
         self.endpoint, self.timeout_ms, self.attempts = endpoint, int(timeout_s * 1000), attempts
         self.ctx = zmq.Context()
 
-    def request(self, payload):
+    def request(self, payload, timeout_s=None, attempts=None):
         problem = None
-        for attempt in range(1, self.attempts + 1):
+        timeout_ms = self.timeout_ms if timeout_s is None else int(timeout_s * 1000)
+        attempts = attempts or self.attempts
+        for attempt in range(1, attempts + 1):
             sock = self.ctx.socket(zmq.REQ)
             sock.setsockopt(zmq.LINGER, 0)
             sock.connect(self.endpoint)
             try:
                 sock.send_json(payload)
-                if sock.poll(self.timeout_ms, zmq.POLLIN):
+                if sock.poll(timeout_ms, zmq.POLLIN):
                     reply = sock.recv_json()
                     if "error" not in reply:
                         return reply
                     problem = f"the server answered an error: {reply['error']}"
                 else:
-                    problem = f"no reply within {self.timeout_ms / 1000:g} s"
+                    problem = f"no reply within {timeout_ms / 1000:g} s"
             finally:
                 sock.close()
-            log.warning("TTT server %s, attempt %d/%d: %s", self.endpoint, attempt, self.attempts, problem)
-        raise RuntimeError(f"TTT server at {self.endpoint} failed {self.attempts} attempts; last: {problem}")
+            log.warning("TTT server %s, attempt %d/%d: %s", self.endpoint, attempt, attempts, problem)
+        raise RuntimeError(f"TTT server at {self.endpoint} failed {attempts} attempt(s); last: {problem}")
 
     def close(self):
         self.ctx.term()
@@ -142,7 +144,11 @@ def main(argv=None):
 
     client = TTTClient(f"tcp://{args.server_host}:{args.zmq_port}", args.timeout_s, args.attempts)
     try:
-        server = client.request({"cmd": "info"})
+        try:  # answered at once by a running server
+            server = client.request({"cmd": "info"}, timeout_s=30, attempts=1)
+        except RuntimeError as e:
+            sys.exit(f"{e}. Is a TTT server running there? Start one with SEAL/general-knowledge/start_servers.sh "
+                     "(the same ZMQ_PORT), or pass --zmq_port / --server_host")
         if needs_skill != bool(server.get("skill")):
             sys.exit(f"--condition {args.condition} needs a TTT server that serves "
                      f"{'base + lambda * skill (start_servers.sh with SKILL_VECTOR)' if needs_skill else 'the plain base model (no SKILL_VECTOR)'}; "
