@@ -13,7 +13,8 @@ Run JSON keys (SEAL's, then this project's):
                  (per-question) means for comparison
     timestamp, exp_name, dataset, split_newlines, n_articles, k_completions, eval_times, lora_params
     articles     [{stats, title, context, completions: [{text, stats, questions: [{rep, question,
-                 answer, baseline_answer, adapter_answer, baseline_correct, adapter_correct}]}], prompt}]
+                 answer, baseline_answer, adapter_answer, baseline_correct, adapter_correct}],
+                 rounds: [{seed, epoch_losses, seconds}]}], prompt}]
     condition, server (what the TTT server served, trained and graded with: served model,
     trainer model, skill vector with lambda and fingerprint, judge), seed, seconds
 """
@@ -42,7 +43,9 @@ def completion_entry(text, questions, replies):
         "adapter_mean": statistics.mean(adapter), "adapter_std": _std(adapter),
         "gain_mean": statistics.mean(a - b for a, b in zip(adapter, base)),
     }
-    return {"text": text, "stats": stats, "questions": details}
+    # What the server reports beyond SEAL's fields (seed, training losses, timings), per round.
+    rounds = [{k: r[k] for k in ("seed", "epoch_losses", "seconds") if k in r} for r in replies]
+    return {"text": text, "stats": stats, "questions": details, "rounds": rounds}
 
 
 def article_entry(item, completions):

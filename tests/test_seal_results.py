@@ -62,7 +62,7 @@ def test_results_table_puts_seals_rows_beside_ours(tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
     write_run(runs / "implications.json", "implications", 0.41234, 0.2)
-    skill = {"vector": "v.safetensors", "sha256": "ab" * 32, "alpha": 0.5, "order": "post"}
+    skill = {"vector": "v.safetensors", "fingerprint": "sha256:" + "ab" * 32, "alpha": 0.5, "order": "post"}
     write_run(runs / "implications_skill.json", "implications_skill", 0.5, 0.1, skill=skill)
     done = subprocess.run([sys.executable, str(TABLE), str(runs), "--csv", str(tmp_path / "t.csv"), "--output", str(tmp_path / "t.md")],
                           capture_output=True, text=True, cwd=REPO)
@@ -74,7 +74,7 @@ def test_results_table_puts_seals_rows_beside_ours(tmp_path):
     ours = [line for line in lines if "ours:" in line]
     assert len(ours) == 2
     assert "| implications | gen-model | m | - | 41.23 | 20.0 | 1 | 2 | lexical |" in ours[0]
-    assert "| implications + skill | gen-model | m | +0.5*v (post; sha256 abababababab) | 50.0 |" in ours[1]
+    assert "| implications + skill | gen-model | m | +0.5*v (post; sha256:ababababababa) | 50.0 |" in ours[1]
     assert (tmp_path / "t.md").read_text() == done.stdout
     assert (tmp_path / "t.csv").read_text().splitlines()[0].startswith("row,implications by,")
 

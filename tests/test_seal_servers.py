@@ -141,6 +141,15 @@ def test_three_conditions_give_seal_run_jsons(runs, servers, squad_files, tiny_m
     made = [p["completions"][0] for p in json.loads(squad_files["implications"].read_text())]
     assert [a["completions"][0]["text"] for a in runs["implications"]["articles"]] == [c if c.strip() else "" for c in made]
     assert runs["implications"]["dataset_meta"]["k"] == 1
+    # Each round's training is recorded: SEAL's 10 epochs, the loss going down.
+    for condition in ("passage", "implications"):
+        for article in runs[condition]["articles"]:
+            (round_,) = article["completions"][0]["rounds"]
+            losses = round_["epoch_losses"]
+            assert len(losses) == 10 and losses[-1] < losses[0]
+            print(f"{condition} passage: TTT {round_['seconds']['train']:.1f} s, answering + grading "
+                  f"{round_['seconds']['baseline'] + round_['seconds']['adapter_eval']:.1f} s, round {round_['seconds']['total']:.1f} s")
+    assert all(a["completions"][0]["rounds"][0]["epoch_losses"] == [] for a in runs["base"]["articles"])
 
 
 def test_aggregation_on_known_mixed_verdicts(runs, servers, squad_files):

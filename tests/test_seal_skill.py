@@ -17,6 +17,7 @@ import pytest
 import torch
 import zmq
 from peft import PeftModel
+from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -143,11 +144,12 @@ def test_skill_conditions_record_what_was_served(skill_servers, skill_vector, ti
                                    for p, c in zip(PASSAGES, COMPLETIONS)]))
     results = skill_servers["root"] / "results"
     runs = {c: evaluate(c, skill_servers, dataset, results) for c in ("implications_skill", "skill_only")}
-    sha256 = hashlib.sha256(Path(skill_vector).read_bytes()).hexdigest()
+    with safe_open(str(skill_vector), "pt") as f:  # calc_delta_and_save.py's, where it records one
+        fingerprint = (f.metadata() or {}).get("fingerprint") or "file-sha256:" + hashlib.sha256(Path(skill_vector).read_bytes()).hexdigest()
     for condition, run_json in runs.items():
         server = run_json["server"]
         assert server["served_model"] == str(skill_servers["served"]) and server["trainer_model"] == str(tiny_model_fp32)
-        assert server["skill"] == {"vector": str(skill_vector), "sha256": sha256, "alpha": ALPHA, "order": "post"}
+        assert server["skill"] == {"vector": str(skill_vector), "fingerprint": fingerprint, "alpha": ALPHA, "order": "post"}
         assert run_json["n_articles"] == 2 and run_json["overall"]["n_questions"] == 4
     # skill_only trains nothing: its answers are the implications_skill run's baseline answers.
     answers = {c: [q[k] for a in runs[c]["articles"] for q in a["completions"][0]["questions"]]
@@ -160,7 +162,7 @@ def test_skill_conditions_record_what_was_served(skill_servers, skill_vector, ti
     table = subprocess.run([sys.executable, str(GK / "results_table.py"), str(results), "--no_published"],
                            capture_output=True, text=True, cwd=REPO)
     assert table.returncode == 0, table.stderr
-    assert f"+{ALPHA:g}*v (post; sha256 {sha256[:12]})" in table.stdout and "skill only (no TTT)" in table.stdout
+    assert f"+{ALPHA:g}*v (post; {fingerprint[:20]})" in table.stdout and "skill only (no TTT)" in table.stdout
 
 
 def test_pre_order_trains_against_the_served_model(skill_servers, skill_vector, tiny_model_fp32, lexical_judge_url):

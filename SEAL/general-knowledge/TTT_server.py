@@ -26,7 +26,7 @@ Commands {"cmd": "info"} -> what this server serves, trains and grades with (the
 Errors   any bad request or failure -> {"error": "..."}; the server keeps serving.
 
 Skill vector (option B): vLLM serves W + lambda*v with LoRA enabled, so every answer, the baseline
-included, comes from W + lambda*v (+ the passage's LoRA). The trainer holds the plain base W
+included, comes from W + lambda*v (+ the passage's LoRA). The run records the vector's fingerprint. The trainer holds the plain base W
 ("post", default: the paper's W + L_p + lambda*v, with L_p trained against W) or W + lambda*v
 ("pre", an ablation: L_p trained against the patched model).
 """
@@ -59,12 +59,20 @@ RECIPE_FIELDS = ("lora_rank", "lora_alpha", "lora_dropout", "finetune_epochs", "
 REQUEST_FIELDS = ("train_sequences", "eval_questions", "skip_training", *RECIPE_FIELDS)
 
 
-def file_sha256(path):
+def vector_fingerprint(path):
+    """The fingerprint calc_delta_and_save.py records in a vector's metadata (sha256 of its tensor
+    data), else "file-sha256:" + the sha256 of the whole file (a minute for a 7B float32 vector)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        recorded = (f.metadata() or {}).get("fingerprint")
+    if recorded:
+        return recorded
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 24), b""):
             digest.update(block)
-    return digest.hexdigest()
+    return "file-sha256:" + digest.hexdigest()
 
 
 def same_model(a, b):
@@ -79,13 +87,15 @@ class TTTServer:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.args = args
+        self.torch = torch
         served = args.served_model or args.base_model
         if args.skill_vector:
             if not args.served_model or same_model(args.served_model, args.base_model):
                 raise ValueError("--skill_vector needs --served_model: the base + lambda * skill model vLLM serves "
                                  "(start_servers.sh writes it with inherit_weight.py)")
-            if not os.path.isfile(args.skill_vector):
-                raise FileNotFoundError(f"--skill_vector {args.skill_vector}: no such file")
+            if not os.path.isfile(args.skill_vector) or not args.skill_vector.endswith(".safetensors"):
+                raise FileNotFoundError(f"--skill_vector {args.skill_vector}: no such .safetensors file "
+                                        "(calc_delta_and_save.py --output skill.safetensors writes one)")
         elif args.served_model and not same_model(args.served_model, args.base_model):
             raise ValueError("--served_model differs from --base_model but no --skill_vector is given: "
                              "say which vector and --alpha it holds, so that the run records it")
@@ -111,8 +121,8 @@ class TTTServer:
         skill = None
         if args.skill_vector:
             log.info("fingerprinting the skill vector %s", args.skill_vector)
-            skill = {"vector": str(args.skill_vector), "sha256": file_sha256(args.skill_vector), "alpha": args.alpha,
-                     "order": args.skill_order}
+            skill = {"vector": str(args.skill_vector), "fingerprint": vector_fingerprint(args.skill_vector),
+                     "alpha": args.alpha, "order": args.skill_order}
         self.description = {
             "served_model": served,
             "trainer_model": trainer_model,
@@ -174,6 +184,8 @@ class TTTServer:
             finally:
                 if not self.args.keep_adapters:
                     shutil.rmtree(adapter_path, ignore_errors=True)
+                if self.device.startswith("cuda"):  # the round's activations and optimizer state, returned
+                    self.torch.cuda.empty_cache()
             reply.update(adapter_accuracy=sum(ok) / len(questions), adapter_texts=texts, adapter_correct=ok,
                          epoch_losses=trained["epoch_losses"])
         reply["adapter_gain"] = reply["adapter_accuracy"] - reply["baseline_accuracy"]
@@ -229,7 +241,7 @@ def main(argv=None):
     parser.add_argument("--vllm_url", required=True, help="the vLLM server, e.g. http://127.0.0.1:8001")
     parser.add_argument("--base_model", required=True, help="the plain base model W (HF dir or hub id)")
     parser.add_argument("--served_model", help="what vLLM serves, when not --base_model: base + lambda * skill (with --skill_vector)")
-    parser.add_argument("--skill_vector", help="the skill vector the served model holds (recorded with its sha256)")
+    parser.add_argument("--skill_vector", help="the skill vector the served model holds (recorded with its fingerprint)")
     parser.add_argument("--alpha", type=float, help="its lambda (required with --skill_vector)")
     parser.add_argument("--skill_order", choices=["post", "pre"], default="post",
                         help="post: train the LoRA against W (default, the paper's formula); pre: against W + lambda * skill")

@@ -12,7 +12,7 @@ Conditions (what each passage's adapter is trained on; what the server must serv
   skill_only          no training, on a server that serves base + lambda * skill
   implications_skill  implications, on a server that serves base + lambda * skill (PaST's row)
 The server says what it serves ({"cmd": "info"}); a condition that does not fit it is refused,
-and the run JSON records it (served model, trainer model, lambda, the vector's sha256, judge).
+and the run JSON records it (served model, trainer model, lambda, the vector's fingerprint, judge).
 
 Questions are asked as "Topic: <title>\\n<question>". Round r of a completion uses TTT seed
 --seed + r. Finished passages are kept in OUT.partial.jsonl: a rerun with the same settings

@@ -52,7 +52,7 @@ def run_row(path, run):
         ROW_NAMES.get(condition, f"run {run['exp_name']}"),
         meta.get("model", "-") if condition in ("implications", "implications_skill") else "-",
         server.get("trainer_model", "?") if trains else "-",
-        f"+{skill['alpha']:g}*v ({skill['order']}; sha256 {skill['sha256'][:12]})" if skill else "-",
+        f"+{skill['alpha']:g}*v ({skill['order']}; {skill['fingerprint'][:20]})" if skill else "-",
         round(100 * overall["adapter_mean_accuracy"], 2),
         round(100 * overall["adapter_std_of_article_means"], 2),
         run["n_articles"],

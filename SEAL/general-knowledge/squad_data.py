@@ -13,7 +13,6 @@ random.shuffle(passages); passages[START:START+N]. With SQuAD v1.1 dev, --seed 4
 """
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
