@@ -153,38 +153,42 @@ def test_three_conditions_give_seal_run_jsons(runs, servers, squad_files, tiny_m
 
 
 def test_aggregation_on_known_mixed_verdicts(runs, servers, squad_files):
-    """References set to some of the model's own answers: a run whose verdicts are known to be mixed."""
-    first = runs["implications"]
-    rows = question_rows(first)
+    """References set to some of the model's own answers (baseline answers in 1 of 3 and 2 of 4
+    questions, and one non-empty adapter answer per passage where there is one): a rerun of the
+    same requests then has verdicts known to be mixed."""
+    rows = question_rows(runs["implications"])
     mixed = json.loads(squad_files["implications"].read_text())
-    matched = {(0, 0): "adapter_answer", (1, 0): "adapter_answer", (1, 1): "adapter_answer", (1, 3): "baseline_answer"}
-    for (p, q), key in matched.items():
-        answer = rows[p][q][key].strip()
-        assert answer, f"the tiny model gave an empty {key} to passage {p} question {q}; pick another question"
-        mixed[p]["questions"][q]["answer"] = answer
+    for p, n_baseline in ((0, 1), (1, 2)):
+        chosen = [i for i, q in enumerate(rows[p]) if q["baseline_answer"].strip()][:n_baseline]
+        assert len(chosen) == n_baseline, f"passage {p}: the tiny model left its baseline answers empty"
+        adapter = [i for i, q in enumerate(rows[p]) if q["adapter_answer"].strip() and i not in chosen][:1]
+        for i in chosen:
+            mixed[p]["questions"][i]["answer"] = rows[p][i]["baseline_answer"].strip()
+        for i in adapter:
+            mixed[p]["questions"][i]["answer"] = rows[p][i]["adapter_answer"].strip()
     dataset = squad_files["root"] / "implications_mixed.json"
     dataset.write_text(json.dumps(mixed))
     shutil.copy(str(squad_files["implications"]) + ".meta", str(dataset) + ".meta")
     second = evaluate("implications", servers, squad_files, squad_files["root"] / "mixed", dataset)
     rows2 = question_rows(second)
     # The same requests (same seed) give the same adapters and the same answers.
-    assert [[q["adapter_answer"] for q in qs] for qs in rows2] == [[q["adapter_answer"] for q in qs] for qs in rows]
-    for p, qs in enumerate(rows2):
+    for key in ("baseline_answer", "adapter_answer"):
+        assert [[q[key] for q in qs] for qs in rows2] == [[q[key] for q in qs] for qs in rows]
+    for qs in rows2:
         for q in qs:
             for side in ("adapter", "baseline"):
                 assert q[f"{side}_correct"] == lexical_judge(q["answer"], q[f"{side}_answer"])["verdict"]
-    adapter = [[q["adapter_correct"] for q in qs] for qs in rows2]
-    assert adapter[0][0] and adapter[1][0] and adapter[1][1]
-    assert any(not v for qs in adapter for v in qs), "verdicts must be mixed"
-    expected = statistics.mean(statistics.mean(map(float, qs)) for qs in adapter)
-    assert second["overall"]["adapter_mean_accuracy"] == pytest.approx(expected)
-    assert second["overall"]["adapter_std_of_article_means"] == pytest.approx(statistics.stdev(statistics.mean(map(float, qs)) for qs in adapter))
-    micro = statistics.mean(float(v) for qs in adapter for v in qs)
-    assert second["overall"]["adapter_micro_accuracy"] == pytest.approx(micro)
-    if [sum(qs) / len(qs) for qs in adapter] != [micro, micro]:
-        assert expected != pytest.approx(micro)  # the run reports the macro mean, not the micro one
-    assert rows2[1][3]["baseline_correct"]
-    assert second["overall"]["baseline_mean_accuracy"] == pytest.approx(macro(second, "baseline_correct")) > 0
+    for side in ("baseline", "adapter"):
+        verdicts = [[float(q[f"{side}_correct"]) for q in qs] for qs in rows2]
+        passage_means = [statistics.mean(v) for v in verdicts]
+        assert second["overall"][f"{side}_mean_accuracy"] == pytest.approx(statistics.mean(passage_means))
+        assert second["overall"][f"{side}_std_of_article_means"] == pytest.approx(statistics.stdev(passage_means))
+        assert second["overall"][f"{side}_micro_accuracy"] == pytest.approx(statistics.mean(v for vs in verdicts for v in vs))
+    baseline = [[q["baseline_correct"] for q in qs] for qs in rows2]
+    assert sum(baseline[0]) >= 1 and sum(baseline[1]) >= 2 and not all(baseline[0] + baseline[1]), baseline
+    if [sum(v) for v in baseline] == [1, 2]:  # 1/3 and 2/4: the macro mean is not the per-question one
+        assert second["overall"]["baseline_mean_accuracy"] == pytest.approx((1 / 3 + 2 / 4) / 2)
+        assert second["overall"]["baseline_micro_accuracy"] == pytest.approx(3 / 7)
 
 
 def test_served_prompts_are_the_raw_tokenisation(servers, tiny_model_fp32):
