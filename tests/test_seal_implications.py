@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import squad_fixture
-from prompts import IMPLICATIONS_TEMPLATES, implications_prompt
+from prompts import ANSWER_FIELDS, IMPLICATIONS_TEMPLATES, implications_prompt, load_prompt_template, squad_answer_prompt, squad_question
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "SEAL" / "general-knowledge" / "make_implications.py"
@@ -93,3 +93,30 @@ def test_resume_after_a_kill_gives_the_uninterrupted_output(passages, tiny_model
     assert f"resuming {partial}: {done_at_kill} of 6 passages done" in resumed.stderr
     assert json.loads(out.read_text()) == json.loads(reference.read_text())
     assert not partial.exists()
+
+
+@pytest.mark.parametrize("text, ok", [
+    ("Q: {question}\nA:", True),
+    ("{{literal}} Q: {question}\n", True),       # literal braces are doubled
+    ("Q: {question} {title}", False),            # an unknown placeholder
+    ("Q: {}", False),                            # a positional one
+    ("Q: {question", False),                     # not a str.format template
+    ("no placeholder", False),
+])
+def test_prompt_template_files_are_checked(tmp_path, text, ok):
+    path = tmp_path / "answer.txt"
+    path.write_text(text)
+    if ok:
+        assert load_prompt_template(path, ANSWER_FIELDS) == text
+        assert squad_answer_prompt("Topic: T\nWhy?", text).count("Topic: T\nWhy?") == 1
+    else:
+        with pytest.raises(ValueError, match=str(path)):
+            load_prompt_template(path, ANSWER_FIELDS)
+    with pytest.raises(FileNotFoundError, match="prompt template file not found"):
+        load_prompt_template(tmp_path / "missing.txt", ANSWER_FIELDS)
+
+
+def test_questions_are_asked_with_their_topic():
+    assert squad_question("Super Bowl 50", "Who won?") == "Topic: Super Bowl 50\nWho won?"
+    prompt = squad_answer_prompt(squad_question("Super Bowl 50", "Who won?"))
+    assert prompt.endswith("Topic: Super Bowl 50\nWho won?\nAnswer:")
