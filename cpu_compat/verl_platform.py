@@ -8,7 +8,7 @@ registered with PlatformRegistry, so this module plugs in without editing verl:
     VERL_USE_EXTERNAL_MODULES=cpu_compat.verl_platform VERL_PLATFORM=cpu \
         torchrun ... -m verl.trainer.sft_trainer trainer.device=cpu engine.strategy=fsdp2 ...
 
-scripts/train/common.sh sets both variables (and the CPU overrides) when no NVIDIA GPU is visible.
+scripts/common.sh sets both variables (and the CPU overrides) when no NVIDIA GPU is found.
 """
 
 import os

@@ -16,44 +16,32 @@ also task, passage_id, chunk_index) and then manifest_stage1.json. A rerun skips
 whose output is complete with the same settings; --overwrite redoes them.
 """
 
-import argparse
-import logging
-
-from prepare_data.passages import (
-    SFT_COLUMNS,
-    add_generation_args,
-    check_generation_args,
-    generate_per_prompt,
-    load_passages,
-    parse_passage_ids,
-    run_per_passage,
-    sft_row,
-    templates_sha256,
-)
+from prepare_data.passages import SFT_COLUMNS, generate_per_prompt, generation_cli, run_per_passage, sft_row, templates_sha256
 from prompts import CONTINUE_TEMPLATE, RECALL_TEMPLATE, SUMMARY_TEMPLATE, continue_prompt, recall_prompt, summary_prompt
 from utils import parse_summary, split_continuation
 
 TASKS = ("summary", "recall", "continue")
 
 
+def task_list(args):
+    return [t.strip() for t in args.tasks.split(",") if t.strip()]
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_generation_args(parser, max_new_tokens=512)
-    parser.add_argument("--tasks", default=",".join(TASKS), help="comma list of task types to build (default: all three)")
-    parser.add_argument("--summaries_per_chunk", type=int, default=1, help="summaries sampled per chunk (>1 needs --temperature > 0)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    try:
-        check_generation_args(args)
-        unknown = sorted(set(tasks) - set(TASKS))
-        if unknown or not tasks:
+    options = [
+        ("--tasks", {"default": ",".join(TASKS), "help": "comma list of task types to build (default: all three)"}),
+        ("--summaries_per_chunk", {"type": int, "default": 1, "help": "summaries sampled per chunk (>1 needs --temperature > 0)"}),
+    ]
+
+    def check(args):
+        unknown = sorted(set(task_list(args)) - set(TASKS))
+        if unknown or not task_list(args):
             raise ValueError(f"--tasks: unknown or no task types {unknown}; choose from {', '.join(TASKS)}")
         if args.summaries_per_chunk < 1:
             raise ValueError("--summaries_per_chunk must be >= 1")
-        passages = load_passages(args.input, parse_passage_ids(args.passages))
-    except (ValueError, FileNotFoundError) as e:
-        parser.error(str(e))
+
+    args, passages = generation_cli(argv, __doc__, 512, options, check)
+    tasks = task_list(args)
 
     def build_rows(passage, chunks, n_chunks, tokenizer, get_generator):
         summaries = [[] for _ in chunks]

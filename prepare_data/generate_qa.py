@@ -31,23 +31,8 @@ to one of those test questions is dropped anyway (counted as `eval_overlap`).
                  extra_info["question"] for the judge reward) + manifest_grpo.json
 """
 
-import argparse
-import logging
-
 from prepare_data.cloze import cloze_items
-from prepare_data.passages import (
-    RL_COLUMNS,
-    SFT_COLUMNS,
-    add_generation_args,
-    check_generation_args,
-    generate_per_prompt,
-    load_passages,
-    parse_passage_ids,
-    rl_row,
-    run_per_passage,
-    sft_row,
-    templates_sha256,
-)
+from prepare_data.passages import RL_COLUMNS, SFT_COLUMNS, generate_per_prompt, generation_cli, rl_row, run_per_passage, sft_row, templates_sha256
 from prompts import (
     CLOZE_TEMPLATE,
     CONTEXT_SOLVER_TEMPLATE,
@@ -104,17 +89,22 @@ def propose_two_step(args, passage, chunks, get_generator):
 
 def propose_cloze(args, passage, chunks, get_generator):
     """[(chunk, question, answer)] without a model: up to --questions_per_chunk cloze items per
-    chunk, spread over its sentences."""
-    by_chunk = {}
+    chunk, spread over its sentences; a sentence the passage repeats is asked about once."""
+    by_chunk, seen, repeated = {}, set(), 0
     for chunk, item in cloze_items(passage.text, passage.title, chunks):
-        by_chunk.setdefault(chunk.index, (chunk, []))[1].append(item)
+        question = cloze_question(passage.title, item.sentence)
+        if normalize_question(question) in seen:
+            repeated += 1
+            continue
+        seen.add(normalize_question(question))
+        by_chunk.setdefault(chunk.index, (chunk, []))[1].append((question, item.answer))
     triples, not_asked = [], 0
-    for chunk, items in by_chunk.values():
-        k = min(args.questions_per_chunk, len(items))
-        picked = sorted({round(i * (len(items) - 1) / max(k - 1, 1)) for i in range(k)})
-        not_asked += len(items) - len(picked)
-        triples.extend((chunk, cloze_question(passage.title, items[i].sentence), items[i].answer) for i in picked)
-    return triples, {"sentences_not_asked": not_asked}
+    for chunk, pairs in by_chunk.values():
+        k = min(args.questions_per_chunk, len(pairs))
+        picked = sorted({round(i * (len(pairs) - 1) / max(k - 1, 1)) for i in range(k)})
+        not_asked += len(pairs) - len(picked)
+        triples.extend((chunk, *pairs[i]) for i in picked)
+    return triples, {"repeated_sentences": repeated, "sentences_not_asked": not_asked}
 
 
 PROPOSERS = {"json": propose_json, "two_step": propose_two_step, "cloze": propose_cloze}
@@ -145,23 +135,20 @@ def grpo_row(passage, chunk, question, answer, index):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_generation_args(parser, max_new_tokens=1024)
-    parser.add_argument("--format", default="sft", choices=sorted(OUTPUTS), help="sft: stage2_sft.parquet (default); grpo: grpo.parquet")
-    parser.add_argument("--proposer", default="json", choices=sorted(PROPOSERS), help="json (default), two_step or cloze (rule-based, no model; see above)")
-    parser.add_argument("--questions_per_chunk", type=int, default=5, help="pairs asked for per chunk (default: 5)")
-    parser.add_argument("--samples_per_chunk", type=int, default=1, help="proposals sampled per chunk (>1 needs --temperature > 0)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    try:
-        check_generation_args(args)
+    options = [
+        ("--format", {"default": "sft", "choices": sorted(OUTPUTS), "help": "sft: stage2_sft.parquet (default); grpo: grpo.parquet"}),
+        ("--proposer", {"default": "json", "choices": sorted(PROPOSERS), "help": "json (default), two_step or cloze (rule-based, no model; see above)"}),
+        ("--questions_per_chunk", {"type": int, "default": 5, "help": "pairs asked for per chunk (default: 5)"}),
+        ("--samples_per_chunk", {"type": int, "default": 1, "help": "proposals sampled per chunk (>1 needs --temperature > 0)"}),
+    ]
+
+    def check(args):
         if args.questions_per_chunk < 1 or args.samples_per_chunk < 1:
             raise ValueError("--questions_per_chunk and --samples_per_chunk must be >= 1")
         if args.proposer == "cloze" and args.samples_per_chunk != 1:
             raise ValueError("--proposer cloze is deterministic: --samples_per_chunk must be 1")
-        passages = load_passages(args.input, parse_passage_ids(args.passages))
-    except (ValueError, FileNotFoundError) as e:
-        parser.error(str(e))
+
+    args, passages = generation_cli(argv, __doc__, 1024, options, check)
 
     def build_rows(passage, chunks, n_chunks, tokenizer, get_generator):
         triples, skipped = PROPOSERS[args.proposer](args, passage, chunks, get_generator)

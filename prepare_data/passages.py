@@ -206,6 +206,25 @@ def finish_stage(out_dir, stage, passage, output_name, columns, rows, counts, sk
 # --- Command-line options shared by the entry points that generate -----------------------------
 
 
+def generation_cli(argv, doc, max_new_tokens, options, check):
+    """The command line of a generating entry point: the shared options below, plus `options`
+    ((flag, argparse kwargs) pairs); `check(args)` raises ValueError for bad values. Returns
+    (args, passages); bad input is a usage error before anything is loaded or written."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_generation_args(parser, max_new_tokens)
+    for flag, kwargs in options:
+        parser.add_argument(flag, **kwargs)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        check_generation_args(args)
+        check(args)
+        passages = load_passages(args.input, parse_passage_ids(args.passages))
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
+    return args, passages
+
+
 def add_generation_args(parser, max_new_tokens):
     """Input/output, chunking and generator options (sizes small enough for the CPU demo)."""
     parser.add_argument("--input", required=True, help=f"LooGLE jsonl (input, title, qa_pairs), e.g. {DEFAULT_LOOGLE_FILE} or demo/corpus.jsonl")

@@ -194,14 +194,13 @@ def judge_check(args):
     if backend == "lexical" and args.backend != "lexical":
         raise Refused(f"{args.stage}: the judge at {args.url} is the lexical word-overlap judge, which no one chose."
                       f" {HOW_TO_CONFIGURE_A_JUDGE}")
-    token = None
-    if args.token_file:
-        try:
-            token = Path(args.token_file).read_text(encoding="utf-8").strip()
-        except OSError:
-            raise Refused(f"{args.stage}: the judge at {args.url} is off loopback, so it needs a token, and the token file"
-                          f" {args.token_file} cannot be read. Start the judge with scripts/train/start_judge_server.sh"
-                          " (it writes one) or set JUDGE_TOKEN_FILE to the judge's token file.")
+    from judge import JudgeError, read_auth_token
+
+    try:  # as the reward workers read it: the file, else env JUDGE_TOKEN_FILE / JUDGE_AUTH_TOKEN
+        token = read_auth_token(args.token_file)
+    except JudgeError as e:
+        raise Refused(f"{args.stage}: {e}. The judge at {args.url} needs its token: start it with"
+                      " scripts/train/start_judge_server.sh (it writes one) or set JUDGE_TOKEN_FILE to its token file.")
     try:
         get("/metrics", token)
     except urllib.error.HTTPError as e:
@@ -209,7 +208,7 @@ def judge_check(args):
             raise Refused(f"{args.stage}: the judge at {args.url} refuses " + (
                 f"the token in {args.token_file}" if token else "requests without a token: set JUDGE_TOKEN_FILE"))
         raise Refused(f"{args.stage}: the judge at {args.url} answered {e.code} to GET /metrics")
-    print(backend, health.get("judge_model") or "")
+    print(" ".join(filter(None, [backend, health.get("judge_model")])))
 
 
 # --- disk --------------------------------------------------------------------------------------
@@ -278,13 +277,14 @@ def disk_check(args):
     kept = sum(p[1] for p in parts)
     peak = kept + max((p[2] for p in parts), default=0)
     free, where = free_bytes(args.path)
-    print(f"disk estimate ({params / 1e9:.2f}B parameters; HF exports {args.export_dtype}:"
-          f" {params * (4 if args.export_dtype == 'fp32' else 2) / GB:.2f} GB each; FSDP shards + Adam state"
-          f" {params * 12 / GB:.2f} GB per checkpoint):")
+    size = lambda n: f"{n / GB:.2f} GB" if n >= GB / 10 else f"{n / 1e6:.1f} MB"  # noqa: E731
+    count = f"{params / 1e9:.2f}B" if params >= 1e8 else f"{params / 1e6:.2f}M"
+    print(f"disk estimate ({count} parameters; HF exports {args.export_dtype}: {size(params * (4 if args.export_dtype == 'fp32' else 2))}"
+          f" each; FSDP shards + Adam state {size(params * 12)} per checkpoint):")
     for label, part_kept, part_peak in parts:
-        print(f"  {label:<80} {part_kept / GB:10.2f} GB" + (f"   (+{part_peak / GB:.2f} GB while training)" if part_peak else ""))
-    print(f"  {'kept after the run':<80} {kept / GB:10.2f} GB\n  {'peak while training':<80} {peak / GB:10.2f} GB\n"
-          f"  {'free on ' + str(where):<80} {free / GB:10.2f} GB")
+        print(f"  {label:<72} {size(part_kept):>12}" + (f"   (+{size(part_peak)} while training)" if part_peak else ""))
+    for label, value in (("kept after the run", kept), ("peak while training", peak), (f"free on {where}", free)):
+        print(f"  {label:<72} {size(value):>12}")
     if peak > free and not args.no_refuse:
         raise Refused(f"disk: the run needs about {peak / GB:.1f} GB at its peak but {where} has {free / GB:.1f} GB free."
                       " Free space, put CKPT_ROOT elsewhere, use HF_EXPORT_DTYPE=bf16, or DISK_CHECK=0 to start anyway.")

@@ -21,7 +21,9 @@
 # refuses when the free space is clearly short (DISK_CHECK=0 skips that).
 # Every stage skips work whose complete outputs exist, so a rerun after a failure or Ctrl-C
 # continues where it stopped (an interrupted SFT or GRPO run resumes from its last checkpoint).
-# Everything this script started (judge, Ray, vLLM) is stopped on exit. Settings below, and
+# Several nodes (NNODES > 1, a Ray cluster up, MASTER_ADDR the head's address): GRPO spans them,
+# the judge binds the head's address with a token (see scripts/train/grpo.sh), SFT and evaluation
+# run on this node. Everything this script started (judge, Ray, vLLM) is stopped on exit. Settings below, and
 # every setting of sft.sh, grpo.sh, the data and evaluation drivers by the same names, come from
 # the environment. scripts/quickstart.sh runs this on the shipped demo corpus on a CPU.
 set -euo pipefail
@@ -123,6 +125,11 @@ run() {
   return "$rc"
 }
 
+# run_python CMD...: as run, for a command that is not a driver (printed only under DRY_RUN=1).
+run_python() {
+  if [[ "$DRY_RUN" == 1 ]]; then echo "DRY_RUN: $(show_cmd "$@")"; else run "$@"; fi
+}
+
 # --- before anything runs: a judge that is really configured, and the disk the run needs
 if [[ "$DRY_RUN" == 1 ]]; then
   echo "DRY_RUN: the judge at $JUDGE_URL${JUDGE_TOKEN_FILE:+ (token file $JUDGE_TOKEN_FILE)} is checked before any stage"
@@ -132,8 +139,8 @@ elif ! curl -sf -m 3 "$JUDGE_URL/health" >/dev/null; then
   bash "$ROOT/scripts/train/start_judge_server.sh" $JUDGE_ARGS >/dev/null
   started_judge_pid=$(cat "$LOG_DIR/judge_server_$(url_port "$JUDGE_URL").pid")
 fi
-check_judge "pipeline"
-echo "judge: $JUDGE_URL   sources: ${sources[*]}   targets: ${targets[*]}   model: $MODEL"
+judge="$(check_judge "pipeline")" || exit 1
+echo "judge: $JUDGE_URL (backend ${judge:-not checked under DRY_RUN})   sources: ${sources[*]}   targets: ${targets[*]}   model: $MODEL"
 
 # Work still to do, for the disk estimate.
 sft_todo=0
@@ -173,7 +180,8 @@ for p in "${sources[@]}" "${targets[@]}"; do
   stages="1 2"
   [[ -e "$ckpt/stage1/final/config.json" ]] && stages="2"
   # RESUME=1: a run interrupted earlier continues from its last checkpoint.
-  run env passage_id="$p" STAGES="$stages" RESUME=1 DATA_DIR="$DATA_ROOT/passage$p" CKPT_DIR="$ckpt" \
+  # On the head node's GPUs (NNODES=1): several-node SFT needs sft.sh started on every node.
+  run env passage_id="$p" STAGES="$stages" RESUME=1 DATA_DIR="$DATA_ROOT/passage$p" CKPT_DIR="$ckpt" NNODES=1 \
     bash "$ROOT/scripts/train/sft.sh"
 done
 
@@ -191,7 +199,7 @@ if ((${#sources[@]} == 1)); then
   if [[ -f "$skill_vector" ]]; then
     echo "skill vector exists"
   else
-    run "$PYTHON" "$ROOT/calc_delta_and_save.py" --grpo_model "$grpo_dir/final" \
+    run_python "$PYTHON" "$ROOT/calc_delta_and_save.py" --grpo_model "$grpo_dir/final" \
       --base_model "$CKPT_ROOT/passage$source_id/stage2/final" --output "$skill_vector"
   fi
 else
@@ -229,7 +237,7 @@ for p in "${targets[@]}"; do
 done
 
 stage "7/7 results"
-run "$PYTHON" "$ROOT/scripts/show_results.py" --results_dir "$RESULTS_DIR" \
+run_python "$PYTHON" "$ROOT/scripts/show_results.py" --results_dir "$RESULTS_DIR" \
   --variants base stage2 inherited base-context --output "$RESULTS_DIR/results.md" --csv "$RESULTS_DIR/results.csv"
 echo
 echo "artifacts: data $DATA_ROOT/passage{N}/ | SFT $CKPT_ROOT/passage{N}/stage{1,2}/final |" \

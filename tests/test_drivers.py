@@ -230,3 +230,13 @@ def test_disk_estimate_for_a_7b_run():
     assert grpo_peak == pytest.approx(2 * params * 16)  # a second checkpoint while the first still exists
     bf16 = disk_estimate(params, 42, 1, 20, 1, "bf16", False)
     assert sum(p[1] for p in bf16) < kept * 0.6
+
+
+def test_other_nodes_wait_for_stage_1_then_stop_with_a_clear_message(tmp_path):
+    """NNODES=2, node 1, stage 2: node 0 records stage 1's final model on the shared filesystem;
+    when it never appears, node 1 gives up after STAGE_WAIT_S naming what to check."""
+    done = run(REPO / "scripts/train/sft.sh", {"PAST_DEVICE": "cpu", "NNODES": "2", "NODE_RANK": "1", "STAGES": "2",
+                                                 "MASTER_ADDR": "10.0.0.1", "STAGE_WAIT_S": "5", "CKPT_DIR": str(tmp_path)})
+    assert done.returncode == 1
+    assert "node 1: waiting up to 5s" in done.stderr
+    assert f"{tmp_path}/stage1/final did not appear within 5s" in done.stderr and "filesystem every node sees" in done.stderr

@@ -376,8 +376,10 @@ def test_cloze_is_deterministic_and_counts_what_it_drops(loogle_corpus, tokenize
     a, b = (pd.read_parquet(tmp_path / out / "passage1" / "stage2_sft.parquet") for out in ("a", "b"))
     assert len(a) > 0 and a.to_json() == b.to_json()
     info = manifest(tmp_path / "a", 1, "stage2")
-    # the fixture's filler sentences repeat: repeated questions are dropped and counted
-    assert info["skipped"]["duplicates"] > 0 and info["skipped"]["eval_overlap"] == 0
+    # the fixture's filler sentences repeat: each is asked about once, the repeats counted
+    assert info["skipped"]["repeated_sentences"] > 0 and info["skipped"]["duplicates"] == info["skipped"]["eval_overlap"] == 0
+    questions = [m[0]["content"] for m in a["messages"]]
+    assert len(set(questions)) == len(questions) == info["rows"]
     with pytest.raises(SystemExit):
         run_cloze(loogle_corpus, tmp_path / "c", tokenizer_only, "1", "sft", "--samples_per_chunk", "2")
     assert not (tmp_path / "c").exists()

@@ -142,6 +142,7 @@ def test_verl_load_reward_manager_scores_loogle_rollouts_through_the_server(
     for pid, q, a in picked:
         wrong = next(other for p, _, other in loogle_qa if p != pid)
         rollout = f"<think>I remember this part of the passage.</think>\nAnswer: {a}"
+        q = f"{q} (GRPO step)"  # items the session's judge has not cached for other tests
         rows += [(pid, q, a, rollout), (pid, q, a, rollout), (pid, q, a, wrong)]
     manager, batch, outputs = score_with_verl(grpo_config(lexical_judge_url), tiny_tokenizer, rows)
     scores = [o["reward_score"] for o in outputs]

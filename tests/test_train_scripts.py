@@ -226,3 +226,51 @@ def test_merge_data_mixes_passages(tmp_path):
     missing = subprocess.run(["bash", str(TRAIN / "merge_data.sh")], env={**full_env, "PASSAGES": "0-2"},
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode != 0 and "passage2/stage2_sft.parquet" in missing.stderr
+
+
+def test_grpo_on_two_nodes_gives_workers_the_heads_address_and_only_the_token_path(tmp_path, default_configs):
+    """NNODES=2: reward workers run on both nodes, so the judge URL is the head's address
+    (MASTER_ADDR), never loopback, and the token travels as a file path (the token itself must
+    not appear in any printed line: verl prints its config and Ray init kwargs)."""
+    token_file = tmp_path / "judge_token"
+    token_file.write_text("s3cr3t-t0ken-value\n")
+    env = {"NNODES": "2", "MASTER_ADDR": "10.1.2.3", "JUDGE_TOKEN_FILE": str(token_file), "GRPO_DIR": str(tmp_path / "g"),
+           "PAST_DEVICE": "gpu", "N_GPUS_PER_NODE": "8"}
+    result = dry_run(TRAIN / "grpo.sh", env)
+    cfg = configs(result.stdout)["grpo passage 0"]
+    kwargs = cfg["reward"]["custom_reward_function"]["reward_kwargs"]
+    assert kwargs == {"judge_url": "http://10.1.2.3:8123", "judge_token_file": str(token_file)}
+    assert cfg["trainer"]["nnodes"] == 2 and cfg["trainer"]["n_gpus_per_node"] == 8
+    assert "s3cr3t-t0ken-value" not in result.stdout + result.stderr
+    assert_plus_only_on_new_keys(result.stdout, default_configs["ppo"])
+
+    # The judge for it binds that address and requires the token file (written if missing).
+    judge = dry_run(REPO / "scripts/train/start_judge_server.sh", {**env, "JUDGE_BACKEND": "openai"})
+    server = next(line for line in judge.stdout.splitlines() if "reward_server.py" in line)
+    assert "--host 10.1.2.3 --port 8123" in server and f"--auth_token_file {token_file}" in server
+    assert judge.stdout.splitlines()[-1] == "http://10.1.2.3:8123"
+
+
+def test_loopback_judge_with_two_nodes_is_refused():
+    for script in (TRAIN / "grpo.sh", TRAIN / "start_judge_server.sh", REPO / "scripts/run_train_pipeline.sh"):
+        result = dry_run(script, {"NNODES": "2", "JUDGE_URL": "http://127.0.0.1:8123", "LOOGLE": str(REPO / "demo/corpus.jsonl")},
+                         check=False)
+        assert result.returncode == 2, script
+        assert "JUDGE_URL=http://127.0.0.1:8123 is loopback" in result.stderr and "DRY_RUN [" not in result.stdout
+
+
+def test_pipeline_dry_run_on_two_nodes_prints_the_workers_judge_url(tmp_path):
+    """The README's multi-node pipeline command, validated: every stage's commands, GRPO's config
+    with the judge URL the workers use."""
+    env = {"NNODES": "2", "MASTER_ADDR": "10.1.2.3", "PAST_DEVICE": "gpu", "N_GPUS_PER_NODE": "8", "JUDGE_BACKEND": "openai",
+           "LOOGLE": str(REPO / "demo/corpus.jsonl"), "SOURCE_PASSAGES": "0", "TARGET_PASSAGES": "1",
+           "DATA_ROOT": str(tmp_path / "data"), "CKPT_ROOT": str(tmp_path / "ck"), "RESULTS_DIR": str(tmp_path / "res"),
+           "LOG_DIR": str(tmp_path / "logs")}
+    result = dry_run(REPO / "scripts/run_train_pipeline.sh", env)
+    assert "judge at http://10.1.2.3:8123 (token file" in result.stdout
+    grpo = configs(result.stdout)["grpo passage 0"]
+    assert grpo["reward"]["custom_reward_function"]["reward_kwargs"]["judge_url"] == "http://10.1.2.3:8123"
+    assert grpo["trainer"]["nnodes"] == 2
+    # SFT runs on the head node's GPUs (several-node SFT: sft.sh on every node, see its --help).
+    assert all(c["trainer"]["nnodes"] == 1 for label, c in configs(result.stdout).items() if label.startswith("sft"))
+    assert not (tmp_path / "data").exists() and not (tmp_path / "ck").exists()
