@@ -2,17 +2,24 @@
 
     hf      local transformers (CPU or GPU), batched; what the tests and the CPU demo use
     vllm    offline `vllm.LLM.generate` (GPU, or the CPU build of vLLM)
-    openai  any OpenAI-compatible chat endpoint (OpenAI, a `vllm serve` URL, ...), async with a
+    openai  any OpenAI-compatible endpoint (OpenAI, a `vllm serve` URL, ...), async with a
             bound on concurrent requests
 
     generator = make_generator("hf", "checkpoints/tiny-qwen2", batch_size=8)
     outputs = generator.generate([[{"role": "user", "content": "Hi"}]], max_new_tokens=32)
     outputs[0][0]   # first completion of the first conversation
 
-Chat templates are applied the same way everywhere: the model's own template with the
-generation prompt appended (`render_chat`), tokenized without extra special tokens; the openai
-backend sends the messages and the server applies the same template. Greedy decoding
-(temperature 0) or seeded sampling make a rerun reproduce its outputs.
+Two modes, the same in every backend:
+  chat  `generate(conversations, ...)`: the model's own chat template with the generation prompt
+        appended (`render_chat`), tokenized without extra special tokens; the openai backend
+        sends the messages to /chat/completions and the server applies the same template.
+  raw   `complete(prompts, ..., stop_token_ids=())`: plain text, no chat template, for base
+        models (SEAL's SQuAD protocol). A prompt is tokenized as a base model reads text
+        (`raw_prompt_ids`: only the special tokens the tokenizer itself adds, e.g. a BOS); the
+        openai backend sends it to /completions, where vLLM tokenizes it the same way, and may
+        name another served model or a LoRA adapter loaded into the server (`model=`).
+        Generation stops at the model's EOS token(s) and at any of `stop_token_ids`.
+Greedy decoding (temperature 0) or seeded sampling make a rerun reproduce its outputs.
 """
 
 import asyncio
@@ -57,12 +64,29 @@ def render_chat(tokenizer, conversation):
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def raw_prompt_ids(tokenizer, prompt):
+    """Token ids of a raw (no chat template) prompt: the text with only the special tokens the
+    tokenizer adds by itself (a BOS for Llama-style tokenizers, none for Qwen), as vLLM's
+    /completions endpoint and plain `tokenizer(text)` in training tokenize it."""
+    return tokenizer(prompt)["input_ids"]
+
+
 def _check_request(conversations, n):
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     for i, conversation in enumerate(conversations):
         if not conversation or not all(isinstance(m, dict) and "role" in m and "content" in m for m in conversation):
             raise ValueError(f"conversation {i} must be a non-empty list of {{role, content}} dicts, got {conversation!r}")
+
+
+def _check_prompts(prompts, n, stop_token_ids):
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str) or not prompt:
+            raise ValueError(f"prompt {i} must be a non-empty string (raw completion mode), got {prompt!r:.100}")
+    if not all(isinstance(t, int) and t >= 0 for t in stop_token_ids):
+        raise ValueError(f"stop_token_ids must be token ids (ints >= 0), got {list(stop_token_ids)!r}")
 
 
 class HFGenerator:
@@ -88,9 +112,18 @@ class HFGenerator:
 
     def generate(self, conversations, max_new_tokens, temperature=0.0, top_p=1.0, seed=0, n=1):
         _check_request(conversations, n)
+        prompts = [render_chat(self.tokenizer, c) for c in conversations]
+        return self._generate(prompts, max_new_tokens, temperature, top_p, seed, n, self.eos_ids)
+
+    def complete(self, prompts, max_new_tokens, temperature=0.0, top_p=1.0, seed=0, n=1, stop_token_ids=()):
+        _check_prompts(prompts, n, stop_token_ids)
+        ids = [raw_prompt_ids(self.tokenizer, p) for p in prompts]
+        stop = self.eos_ids + [t for t in stop_token_ids if t not in self.eos_ids]
+        return self._generate(ids, max_new_tokens, temperature, top_p, seed, n, stop)
+
+    def _generate(self, prompts, max_new_tokens, temperature, top_p, seed, n, stop_ids):
         torch = self.torch
         torch.manual_seed(seed)
-        prompts = [render_chat(self.tokenizer, c) for c in conversations]
         sample = temperature > 0
         results = []
         batches = range(0, len(prompts), self.batch_size)
@@ -110,7 +143,7 @@ class HFGenerator:
                     top_k=None,
                     # Greedy decoding gives one answer; n copies of it keep the output shape.
                     num_return_sequences=n if sample else 1,
-                    eos_token_id=self.eos_ids,
+                    eos_token_id=stop_ids,
                     pad_token_id=self.pad_id,
                 )
             texts = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
@@ -122,7 +155,7 @@ class HFGenerator:
 
 
 class VLLMGenerator:
-    """Offline vLLM. Prompts are rendered by `render_chat` and passed as token ids."""
+    """Offline vLLM. Prompts are rendered by `render_chat` (or `raw_prompt_ids`) and passed as token ids."""
 
     def __init__(self, model, **llm_options):
         from vllm import LLM
@@ -140,9 +173,20 @@ class VLLMGenerator:
         outputs = self.llm.generate(prompts, params, use_tqdm=True)
         return [[o.text for o in out.outputs] for out in outputs]
 
+    def complete(self, prompts, max_new_tokens, temperature=0.0, top_p=1.0, seed=0, n=1, stop_token_ids=()):
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        _check_prompts(prompts, n, stop_token_ids)
+        params = SamplingParams(n=n, temperature=temperature, top_p=top_p, seed=seed, max_tokens=max_new_tokens,
+                                stop_token_ids=list(stop_token_ids) or None)
+        token_prompts = [TokensPrompt(prompt_token_ids=raw_prompt_ids(self.tokenizer, p)) for p in prompts]
+        outputs = self.llm.generate(token_prompts, params, use_tqdm=True)
+        return [[o.text for o in out.outputs] for out in outputs]
+
 
 class OpenAIGenerator:
-    """Chat completions against an OpenAI-compatible server, at most `concurrency` in flight."""
+    """Chat or text completions against an OpenAI-compatible server, at most `concurrency` in flight."""
 
     def __init__(self, model, base_url=None, api_key=None, concurrency=16, timeout=600):
         self.model = model
@@ -154,36 +198,52 @@ class OpenAIGenerator:
 
     def generate(self, conversations, max_new_tokens, temperature=0.0, top_p=1.0, seed=0, n=1):
         _check_request(conversations, n)
-        return asyncio.run(self._generate_all(conversations, max_new_tokens, temperature, top_p, seed, n))
 
-    async def _generate_all(self, conversations, max_new_tokens, temperature, top_p, seed, n):
+        async def one(client, conversation, seed):
+            response = await client.chat.completions.create(
+                model=self.model, messages=conversation, max_tokens=max_new_tokens,
+                temperature=temperature, top_p=top_p, seed=seed,
+            )
+            return response.choices[0].message.content or ""
+
+        return asyncio.run(self._generate_all(one, conversations, temperature, seed, n))
+
+    def complete(self, prompts, max_new_tokens, temperature=0.0, top_p=1.0, seed=0, n=1, stop_token_ids=(), model=None):
+        """Raw completions (/completions); `model`: another served model or a loaded LoRA adapter's
+        name instead of the generator's model."""
+        _check_prompts(prompts, n, stop_token_ids)
+        # stop_token_ids is vLLM's extension of the API; sent only when used.
+        extra = {"stop_token_ids": list(stop_token_ids)} if stop_token_ids else None
+
+        async def one(client, prompt, seed):
+            response = await client.completions.create(
+                model=model or self.model, prompt=prompt, max_tokens=max_new_tokens,
+                temperature=temperature, top_p=top_p, seed=seed, extra_body=extra,
+            )
+            return response.choices[0].text or ""
+
+        return asyncio.run(self._generate_all(one, prompts, temperature, seed, n))
+
+    async def _generate_all(self, one, requests, temperature, seed, n):
         from openai import AsyncOpenAI
 
         # One request per completion (not the API's `n`, which some servers ignore); sample i
         # uses seed + i. Greedy decoding gives one answer, repeated n times as in hf.
-        per_conversation = n if temperature > 0 else 1
-        total = len(conversations) * per_conversation
+        per_request = n if temperature > 0 else 1
+        total = len(requests) * per_request
         limit = asyncio.Semaphore(self.concurrency)
         progress = tqdm(total=total, desc="generate (openai)", unit="completion", disable=total < 2)
         async with AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout) as client:
 
-            async def one(conversation, seed):
+            async def bounded(request, seed):
                 async with limit:
-                    response = await client.chat.completions.create(
-                        model=self.model,
-                        messages=conversation,
-                        max_tokens=max_new_tokens,
-                        temperature=temperature,
-                        top_p=top_p,
-                        seed=seed,
-                    )
+                    text = await one(client, request, seed)
                 progress.update(1)
-                return response.choices[0].message.content or ""
+                return text
 
-            requests = [one(c, seed + i) for c in conversations for i in range(per_conversation)]
             try:
-                texts = await asyncio.gather(*requests)
+                texts = await asyncio.gather(*(bounded(r, seed + i) for r in requests for i in range(per_request)))
             finally:
                 progress.close()
-        grouped = [texts[i * per_conversation : (i + 1) * per_conversation] for i in range(len(conversations))]
-        return [g if per_conversation == n else g * n for g in grouped]
+        grouped = [texts[i * per_request : (i + 1) * per_request] for i in range(len(requests))]
+        return [g if per_request == n else g * n for g in grouped]

@@ -1,6 +1,7 @@
 """Every prompt template PaST uses, in one place: stage-1 tasks (summary, recall, continue),
-the QA proposers (JSON list, or questions-then-answers), the closed-book solver, and the
-judge's graders by name (their verdict rules are in judge.py).
+the QA proposers (JSON list, or questions-then-answers), the closed-book solver, the
+judge's graders by name (their verdict rules are in judge.py), and the SQuAD setting's raw
+prompts (implications, answers).
 
 Templates are plain `str.format` strings; each has a small function that fills it, so callers
 never format templates themselves. This module imports nothing heavy: the reward function
@@ -150,3 +151,94 @@ def judge_messages(question, reference, response, grader="loogle"):
         {"role": "system", "content": system},
         {"role": "user", "content": template.format(question=question, reference=reference, response=response)},
     ]
+
+
+# --- SQuAD knowledge incorporation (SEAL's protocol, SEAL/general-knowledge/) --------------------
+#
+# Raw completion prompts for a base model (no chat template), in this project's own wording.
+# For numbers comparable with SEAL's, pass SEAL's exact template in a file instead
+# (`load_prompt_template`). Implication prompts fill {title} and {context}; the answer prompt
+# fills {question}, which is `squad_question(title, question)`.
+
+IMPLICATIONS_TEMPLATES = {
+    # A list of what follows from the passage: the default, used for the evaluation table.
+    "implications": (
+        "Read the passage below, then list the implications of its content: what it states, and what "
+        "follows from it directly or indirectly.\n\n"
+        "Passage:\n{title}\n{context}\n\n"
+        "Implications:\n"
+    ),
+    "implications-long": (
+        "Read the passage below, then write a long list of the implications of its content: what it "
+        "states, and what follows from it directly or indirectly.\n\n"
+        "Passage:\n{title}\n{context}\n\n"
+        "Implications:\n"
+    ),
+    "implications-very-long": (
+        "Read the passage below, then write a very long list of the implications of its content: what "
+        "it states, and what follows from it directly or indirectly.\n\n"
+        "Passage:\n{title}\n{context}\n\n"
+        "Implications:\n"
+    ),
+    "rewrite": (
+        "Read the passage below, then restate it several times in different words, one version per "
+        "line.\n\n"
+        "Passage:\n{title}\n{context}\n\n"
+        "Restatements:\n"
+    ),
+    # Ends inside the first question: the completion continues it, and the sequence builder puts
+    # the "Question 1: " cue back in front of its first segment.
+    "self-qa": (
+        "Read the passage below, then turn its content into numbered questions, each followed by its "
+        "answer.\n\n"
+        "Passage:\n{title}\n{context}\n\n"
+        "Question 1: "
+    ),
+}
+DEFAULT_IMPLICATIONS_PROMPT = "implications"
+
+SQUAD_ANSWER_TEMPLATE = (
+    "Give a direct, concise answer to the question.\n"
+    "Question: {question}\n"
+    "Answer:"
+)
+IMPLICATIONS_FIELDS = ("title", "context")
+ANSWER_FIELDS = ("question",)
+
+
+def squad_question(title, question):
+    """A question as the model answers it and the grader sees it: the passage's title as its topic
+    (closed book, the title is the only hint which passage is meant)."""
+    return f"Topic: {title}\n{question}"
+
+
+def implications_prompt(title, context, template=IMPLICATIONS_TEMPLATES[DEFAULT_IMPLICATIONS_PROMPT]):
+    return template.format(title=title, context=context)
+
+
+def squad_answer_prompt(question, template=SQUAD_ANSWER_TEMPLATE):
+    """`question` is `squad_question(title, question)`."""
+    return template.format(question=question)
+
+
+def load_prompt_template(path, fields):
+    """A `str.format` template from a text file, verbatim (a final newline is part of it), checked
+    to fill exactly `fields` (e.g. IMPLICATIONS_FIELDS): a missing or unknown {placeholder} is an
+    error naming the file. Literal braces are written {{ and }}."""
+    from pathlib import Path
+    from string import Formatter
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt template file not found: {path}")
+    template = path.read_text(encoding="utf-8")
+    try:
+        used = {name for _, name, _, _ in Formatter().parse(template) if name is not None}
+    except ValueError as e:
+        raise ValueError(f"{path}: not a str.format template ({e}); write literal braces as {{{{ and }}}}") from None
+    expected = set(fields)
+    if used != expected:
+        placeholders = ", ".join("{" + f + "}" for f in fields)
+        raise ValueError(f"{path}: the template must use exactly the placeholders {placeholders}; "
+                         f"found {sorted(used) or 'none'}")
+    return template

@@ -469,3 +469,19 @@ eval_passage() {
   run_cmd "$PYTHON" -m eval_loogle.eval_with_remote --passage_idx "$passage_id" --data_dir "$DATA_ROOT" \
     --judge_url "$JUDGE_URL" "${eval_args[@]}" "$@"
 }
+
+# squad_settings: where the SQuAD setting's drivers (SEAL/general-knowledge/*.sh) read and write.
+# The default passages are SEAL's evaluation set: positions 0-199 of the seed-42 shuffle of SQuAD
+# v1.1 dev (974 questions); GENERATOR writes their implications.
+squad_settings() {
+  SQUAD_INPUT=${SQUAD_INPUT:-rajpurkar/squad}   # grouped JSON, raw SQuAD rows, or a hub id
+  SQUAD_SPLIT=${SQUAD_SPLIT:-validation}        # hub split (validation = dev; train for source passages)
+  SQUAD_SEED=${SQUAD_SEED:-42}
+  SQUAD_START=${SQUAD_START:-0}
+  SQUAD_N=${SQUAD_N:-200}
+  SQUAD_DATA=${SQUAD_DATA:-${DATA_ROOT:-$ROOT/data}/squad}
+  PASSAGES=${PASSAGES:-$SQUAD_DATA/${SQUAD_SPLIT}_seed${SQUAD_SEED}_from${SQUAD_START}_n${SQUAD_N}.json}
+  GENERATOR=${GENERATOR:-Qwen/Qwen2.5-7B}       # the base model writes its own implications
+  IMPLICATIONS=${IMPLICATIONS:-${PASSAGES%.json}.implications_$(basename "$GENERATOR").json}
+  SQUAD_RESULTS=${SQUAD_RESULTS:-${RESULTS_DIR:-$ROOT/eval_results}/squad}   # run JSONs and the table
+}

@@ -26,6 +26,7 @@ from make_tiny_model import build_model, build_tokenizer
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DIR = REPO_ROOT.parent / "shared"
 LOOGLE_SAMPLE = SHARED_DIR / "data" / "loogle-sample" / "shortdep_qa.jsonl"
+SQUAD_SAMPLE = SHARED_DIR / "data" / "squad-sample" / "squad_val_sample.json"
 
 # Keep the 2-core machine responsive and the tests offline.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -47,6 +48,14 @@ def loogle_sample():
 
 
 @pytest.fixture(scope="session")
+def squad_sample():
+    """40 real SQuAD v1.1 dev passages in SEAL's grouped schema; only for tests marked `real_sample`."""
+    if not SQUAD_SAMPLE.exists():
+        pytest.skip(f"NOT RUN: real-sample extra check; the SQuAD sample is not at {SQUAD_SAMPLE} (CI has it)")
+    return SQUAD_SAMPLE
+
+
+@pytest.fixture(scope="session")
 def tiny_tokenizer():
     return build_tokenizer()
 
@@ -60,6 +69,13 @@ def tiny_models_dir(tmp_path_factory):
 def tiny_model(tiny_models_dir, tiny_tokenizer):
     """Untied embeddings, one model.safetensors, bf16."""
     return build_model(tiny_models_dir / "untied", tokenizer=tiny_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_fp32(tiny_models_dir, tiny_tokenizer):
+    """The same model, initialised the same way but stored in float32: where served (vLLM) and HF results must agree to fp32 precision
+    (the SQuAD tests: TTT, LoRA serving, the skill vector patched into the served model)."""
+    return build_model(tiny_models_dir / "fp32", dtype="float32", tokenizer=tiny_tokenizer)
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,13 @@
-"""generation.py: the one generation interface. The hf backend on the tiny model; the openai
-backend against real local OpenAI-compatible servers (`transformers serve` with the same tiny
-model, and a loopback app that records requests); the vllm backend with vLLM's CPU build."""
+"""generation.py: the one generation interface, in chat and raw completion mode. The hf backend
+on the tiny model; the openai backend against real local OpenAI-compatible servers
+(`transformers serve` with the same tiny model, and a loopback app that records requests); the
+vllm backend with vLLM's CPU build."""
 
 import asyncio
 import contextlib
 import copy
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -15,13 +15,16 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
+import torch
 import uvicorn
 from fastapi import FastAPI, Request
+from transformers import AutoTokenizer
 
-from generation import make_generator, render_chat
+from generation import make_generator, raw_prompt_ids, render_chat
+from helpers import free_port
 
+RAW_PROMPTS = ["Read the passage below.\n\nPassage:\nHarbor Lighthouse\nBuilt in 1871.\n\nImplications:\n", "Topic: x\nWhy?\nAnswer:"]
 CONVERSATIONS = [
     [{"role": "user", "content": "Where was José Luis Picardo born?"}],
     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Summarize the history of the Parador de Jaén."}],
@@ -80,13 +83,52 @@ def test_bad_requests_are_clear_errors(hf_generator):
         hf_generator.generate(CONVERSATIONS, max_new_tokens=4, n=0)
 
 
+# --- raw completion mode (hf) -------------------------------------------------------------------
+
+
+def test_hf_raw_mode_feeds_the_raw_tokenisation(hf_generator, tiny_model):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)  # as the model dir holds it
+    fed = []
+    generate = hf_generator.model.generate
+
+    def recording_generate(input_ids, attention_mask, **kwargs):
+        fed.extend(ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask))
+        return generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+    hf_generator.model.generate = recording_generate
+    try:
+        outputs = hf_generator.complete(RAW_PROMPTS, max_new_tokens=8)
+    finally:
+        hf_generator.model.generate = generate
+    assert fed == [tokenizer(p)["input_ids"] for p in RAW_PROMPTS] == [raw_prompt_ids(tokenizer, p) for p in RAW_PROMPTS]
+    assert tokenizer.decode(fed[0]) == RAW_PROMPTS[0]  # the text alone: no chat template
+    assert [len(o) for o in outputs] == [1, 1] and all(o[0] for o in outputs)
+
+
+def test_hf_raw_mode_samples_k_and_stops_at_stop_ids(hf_generator):
+    tokenizer = hf_generator.tokenizer
+    sampled = hf_generator.complete(RAW_PROMPTS, max_new_tokens=12, temperature=1.0, top_p=0.95, seed=3, n=3)
+    assert [len(o) for o in sampled] == [3, 3] and len(set(sampled[0])) == 3
+    assert hf_generator.complete(RAW_PROMPTS, max_new_tokens=12, temperature=1.0, top_p=0.95, seed=3, n=3) == sampled
+    # A stop id ends the completion right after that token (as vLLM's stop_token_ids do).
+    prompt = torch.tensor([tokenizer(RAW_PROMPTS[0])["input_ids"]])
+    tokens = hf_generator.model.generate(input_ids=prompt, max_new_tokens=12, do_sample=False)[0, prompt.shape[1]:].tolist()
+    assert hf_generator.complete(RAW_PROMPTS[:1], max_new_tokens=12)[0][0] == tokenizer.decode(tokens, skip_special_tokens=True)
+    stop = next(t for t in tokens[2:] if t not in tokens[:2])
+    stopped = hf_generator.complete(RAW_PROMPTS[:1], max_new_tokens=12, stop_token_ids=[stop])[0][0]
+    assert stopped == tokenizer.decode(tokens[: tokens.index(stop) + 1], skip_special_tokens=True)
+
+
+def test_raw_mode_bad_requests(hf_generator):
+    with pytest.raises(ValueError, match="prompt 1 must be a non-empty string"):
+        hf_generator.complete(["ok", ""], max_new_tokens=4)
+    with pytest.raises(ValueError, match="prompt 0 must be a non-empty string"):
+        hf_generator.complete([[{"role": "user", "content": "a chat"}]], max_new_tokens=4)
+    with pytest.raises(ValueError, match="stop_token_ids must be token ids"):
+        hf_generator.complete(["ok"], max_new_tokens=4, stop_token_ids=["</s>"])
+
+
 # --- openai backend -----------------------------------------------------------------------------
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -125,7 +167,29 @@ def recording_app():
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
         }
 
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        body = await request.json()
+        app.state.requests.append({"body": body, "auth": request.headers.get("authorization")})
+        text = f"{body['model']}|{body['prompt']}|seed={body.get('seed')}"
+        return {"id": "cmpl-test", "object": "text_completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}]}
+
     return app
+
+
+def test_openai_raw_mode_uses_the_completions_endpoint_and_an_adapter_name():
+    app = recording_app()
+    with serve(app) as base_url:
+        generator = make_generator("openai", "Qwen/Qwen2.5-7B", base_url=base_url)
+        adapter = generator.complete(RAW_PROMPTS, max_new_tokens=64, stop_token_ids=[151643], model="ttt_0")
+        base = generator.complete(RAW_PROMPTS[:1], max_new_tokens=8, temperature=1.0, seed=4, n=2)
+    assert adapter == [[f"ttt_0|{p}|seed=0"] for p in RAW_PROMPTS]
+    assert base == [[f"Qwen/Qwen2.5-7B|{RAW_PROMPTS[0]}|seed=4", f"Qwen/Qwen2.5-7B|{RAW_PROMPTS[0]}|seed=5"]]
+    first, last = app.state.requests[0]["body"], app.state.requests[-1]["body"]
+    assert "messages" not in first and first["prompt"] in RAW_PROMPTS  # raw text, no chat template
+    assert first["stop_token_ids"] == [151643] and first["max_tokens"] == 64 and first["temperature"] == 0.0
+    assert "stop_token_ids" not in last  # vLLM's extension, sent only when used (OpenAI itself rejects it)
 
 
 def test_openai_requests_respect_the_concurrency_bound_and_keep_order():
@@ -152,40 +216,10 @@ def test_openai_greedy_makes_one_request_per_conversation():
     assert [len(set(o)) for o in outputs] == [1, 1, 1] and [len(o) for o in outputs] == [3, 3, 3]
 
 
-@pytest.fixture(scope="module")
-def transformers_serve(tiny_model, tmp_path_factory):
-    """`transformers serve` (a real OpenAI-compatible server) on the tiny model."""
-    cli = Path(sys.executable).with_name("transformers")
-    port = free_port()
-    log = tmp_path_factory.mktemp("transformers_serve") / "serve.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    with open(log, "w") as log_file:
-        proc = subprocess.Popen(
-            [str(cli), "serve", str(tiny_model), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-            stdout=log_file, stderr=subprocess.STDOUT, env=env,
-        )
-    try:
-        deadline = time.time() + 120
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"transformers serve did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 @pytest.mark.slow
-def test_openai_backend_matches_hf_backend_on_the_same_model(transformers_serve, tiny_model, hf_generator):
+def test_openai_backend_matches_hf_backend_on_the_same_model(transformers_serve_url, tiny_model, hf_generator):
     # The server applies the model's chat template; hf applies it locally: same greedy text.
-    served = make_generator("openai", str(tiny_model), base_url=transformers_serve, concurrency=2)
+    served = make_generator("openai", str(tiny_model), base_url=f"{transformers_serve_url}/v1", concurrency=2)
     assert served.generate(CONVERSATIONS, max_new_tokens=12) == hf_generator.generate(CONVERSATIONS, max_new_tokens=12)
 
 
@@ -195,6 +229,7 @@ def test_openai_backend_matches_hf_backend_on_the_same_model(transformers_serve,
 @pytest.mark.slow
 def test_vllm_backend_matches_hf_backend(tiny_model):
     # A fresh interpreter: vLLM starts its engine in subprocesses and must not inherit pytest's.
+    # One engine for both modes; raw mode records the prompt ids the engine received.
     script = textwrap.dedent(
         f"""
         import json
@@ -204,7 +239,18 @@ def test_vllm_backend_matches_hf_backend(tiny_model):
         greedy = generator.generate({CONVERSATIONS!r}, max_new_tokens=12)
         sampled = generator.generate({CONVERSATIONS[:1]!r}, max_new_tokens=12, temperature=1.0, seed=3, n=2)
         again = generator.generate({CONVERSATIONS[:1]!r}, max_new_tokens=12, temperature=1.0, seed=3, n=2)
-        print("RESULT " + json.dumps({{"greedy": greedy, "sampled": sampled, "again": again}}))
+        received = []
+        engine_generate = generator.llm.generate
+        def recording_generate(*args, **kwargs):
+            outputs = engine_generate(*args, **kwargs)
+            received.extend(list(o.prompt_token_ids) for o in outputs)
+            return outputs
+        generator.llm.generate = recording_generate
+        raw = generator.complete({RAW_PROMPTS!r}, max_new_tokens=12)
+        raw_sampled = generator.complete({RAW_PROMPTS!r}, max_new_tokens=12, temperature=1.0, top_p=0.95, seed=5, n=3)
+        raw_again = generator.complete({RAW_PROMPTS!r}, max_new_tokens=12, temperature=1.0, top_p=0.95, seed=5, n=3)
+        print("RESULT " + json.dumps({{"greedy": greedy, "sampled": sampled, "again": again, "raw": raw,
+                                      "raw_sampled": raw_sampled, "raw_again": raw_again, "received": received}}))
         """
     )
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1")
@@ -215,5 +261,10 @@ def test_vllm_backend_matches_hf_backend(tiny_model):
     assert [len(o) for o in result["greedy"]] == [1, 1, 1]
     assert [len(o) for o in result["sampled"]] == [2] and result["sampled"] == result["again"]
     # Same prompt tokens, same weights, float32 in both: the same greedy text.
-    hf = make_generator("hf", str(tiny_model), dtype="float32").generate(CONVERSATIONS, max_new_tokens=12)
-    assert result["greedy"] == hf
+    hf = make_generator("hf", str(tiny_model), dtype="float32")
+    assert result["greedy"] == hf.generate(CONVERSATIONS, max_new_tokens=12)
+    # Raw mode: the engine got the raw tokenisation (no chat template), k samples per prompt.
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    assert result["received"][:2] == [tokenizer(p)["input_ids"] for p in RAW_PROMPTS]
+    assert result["raw"] == hf.complete(RAW_PROMPTS, max_new_tokens=12)
+    assert [len(set(o)) for o in result["raw_sampled"]] == [3, 3] and result["raw_sampled"] == result["raw_again"]

@@ -1,0 +1,108 @@
+"""The SQuAD table: SEAL's published rows and the paper's PaST number beside the rows of our run
+JSONs (query_server.py), each row saying whose numbers it holds.
+
+    python SEAL/general-knowledge/results_table.py results/seal/*.json
+    python SEAL/general-knowledge/results_table.py results/seal --output table.md --csv table.csv
+
+Accuracy = mean over passages of the passage's accuracy (macro), +- the standard deviation of the
+passage means, as SEAL reports it. Published rows: single-passage TTT on SEAL's 200 evaluation
+passages (974 questions), Qwen2.5-7B, greedy answers of at most 64 tokens, GPT-4.1 grader. Our
+rows say which judge graded them: numbers from the lexical judge or a tiny model only check the
+plumbing and compare with nothing.
+"""
+
+import argparse
+import csv
+import io
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
+
+from seal_squad.results import read_run  # noqa: E402
+
+COLUMNS = ["row", "implications by", "model TTT'd", "skill", "accuracy %", "+- std", "passages", "questions",
+           "grader", "numbers from"]
+
+# (row, implications by, model TTT'd, skill, accuracy, std of passage means, source); std from SEAL's files.
+PUBLISHED = [
+    ("base, no adaptation", "-", "-", "-", 32.67, 26.18, "SEAL, published: results/query_server/eval/base.json (baseline)"),
+    ("passage only", "-", "Qwen2.5-7B", "-", 33.51, 27.51, "SEAL, published: eval/naive.json"),
+    ("base implications", "Qwen2.5-7B", "Qwen2.5-7B", "-", 39.68, 27.86, "SEAL, published: eval/base.json"),
+    ("GPT-4.1 implications", "GPT-4.1", "Qwen2.5-7B", "-", 46.31, 26.79, "SEAL, published: eval/gpt4_1.json"),
+    ("SEAL RL iter 1", "SEAL iter 1", "SEAL iter 1", "-", 42.68, 30.45, "SEAL, published: eval/iter1.json"),
+    ("SEAL RL iter 2", "SEAL iter 2", "SEAL iter 2", "-", 46.99, 26.85, "SEAL, published: eval/iter2.json"),
+    ("PaST", "Qwen2.5-7B", "Qwen2.5-7B", "+lambda*v, K rounds", 56.9, None, "PaST paper (arXiv:2601.11258), no std published"),
+]
+ROW_NAMES = {"base": "base, no adaptation", "passage": "passage only", "implications": "implications",
+             "skill_only": "skill only (no TTT)", "implications_skill": "implications + skill"}
+
+
+def run_row(path, run):
+    server = run.get("server") or {}
+    skill = server.get("skill")
+    condition = run.get("condition")
+    meta = run.get("dataset_meta") or {}
+    trains = condition not in ("base", "skill_only")
+    judge = server.get("judge") or {}
+    overall = run["overall"]
+    questions = overall.get("n_questions") or sum(
+        1 for a in run["articles"] for q in a["completions"][0]["questions"] if q.get("rep", 0) == 0)
+    return [
+        ROW_NAMES.get(condition, f"run {run['exp_name']}"),
+        meta.get("model", "-") if condition in ("implications", "implications_skill") else "-",
+        server.get("trainer_model", "?") if trains else "-",
+        f"+{skill['alpha']:g}*v ({skill['order']}; {skill['fingerprint'][:20]})" if skill else "-",
+        round(100 * overall["adapter_mean_accuracy"], 2),
+        round(100 * overall["adapter_std_of_article_means"], 2),
+        run["n_articles"],
+        questions,
+        f"{judge.get('backend', '?')} {judge.get('judge_model') or ''}".strip() if judge else "?",
+        f"ours: {path}",
+    ]
+
+
+def run_files(paths):
+    files = []
+    for p in map(Path, paths):
+        files.extend(sorted(p.glob("*.json")) if p.is_dir() else [p])
+    return files
+
+
+def markdown(rows):
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="run JSONs of query_server.py, or folders of them")
+    parser.add_argument("--output", help="also write the markdown table here")
+    parser.add_argument("--csv", help="also write the table as CSV here")
+    parser.add_argument("--no_published", action="store_true", help="only our rows")
+    args = parser.parse_args(argv)
+    files = run_files(args.runs)
+    if not files:
+        parser.error(f"no run JSON found in {' '.join(args.runs)}")
+    try:
+        ours = [run_row(f, read_run(f)) for f in files]
+    except ValueError as e:
+        parser.error(str(e))
+    published = [] if args.no_published else [[r, i, m, s, a, sd, "200", "974", "GPT-4.1", src]
+                                                for r, i, m, s, a, sd, src in PUBLISHED]
+    rows = published + ours
+    table = markdown(rows)
+    print(table, end="")
+    if args.output:
+        Path(args.output).write_text(table, encoding="utf-8")
+    if args.csv:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(COLUMNS)
+        writer.writerows(rows)
+        Path(args.csv).write_text(buffer.getvalue(), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
