@@ -32,7 +32,7 @@ def test_help_is_the_header(name):
 
 def test_make_implications_selects_then_generates(tmp_path):
     cmds = commands(driver("make_implications.sh", "--prompt", "rewrite", DATA_ROOT=tmp_path, SQUAD_INPUT="dev.json",
-                           SQUAD_N=7, GENERATOR="/models/base", K=2))
+                           SQUAD_N=7, GENERATOR="/models/base", GEN_COMPLETIONS=2))
     passages = tmp_path / "squad" / "validation_seed42_from0_n7.json"
     assert cmds[0].endswith(f"squad_data.py --input dev.json --split validation --seed 42 --start 0 --n 7 --output {passages}")
     assert f"make_implications.py --input {passages} --output {tmp_path}/squad/validation_seed42_from0_n7.implications_base.json" in cmds[1]
