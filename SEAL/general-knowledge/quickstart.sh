@@ -12,13 +12,14 @@
 # drivers) set in the environment wins; MODEL set: that model instead of the tiny one. Outputs go
 # to outputs/squad_quickstart/ (QUICKSTART_DIR); a rerun skips what is complete.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/common.sh"
-cd "$ROOT"
-QUICKSTART_DIR=${QUICKSTART_DIR:-$ROOT/outputs/squad_quickstart}
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+# Where things go, before scripts/common.sh gives LOG_DIR its default.
+QUICKSTART_DIR=${QUICKSTART_DIR:-$PWD/outputs/squad_quickstart}
 export DATA_ROOT=${DATA_ROOT:-$QUICKSTART_DIR/data}
 export CKPT_ROOT=${CKPT_ROOT:-$QUICKSTART_DIR/checkpoints}
 export RESULTS_DIR=${RESULTS_DIR:-$QUICKSTART_DIR/eval_results}
 export LOG_DIR=${LOG_DIR:-$QUICKSTART_DIR/logs}
+source scripts/common.sh
 while IFS='=' read -r key value; do
   [[ -n "${!key+set}" ]] || export "$key=$value"
 done < <(grep -E '^[A-Z_][A-Z0-9_]*=' SEAL/general-knowledge/demo/quickstart.env)

@@ -117,6 +117,7 @@ def plot_lambda(runs, path):
         ax.plot(xs, [points[x] for x in xs], marker="o", label=label)
     ax.set_xlabel("lambda (served model: base + lambda * v)")
     ax.set_ylabel("accuracy % (mean of passage means)")
+    ax.set_ylim(0, 100)
     ax.set_title("SQuAD knowledge incorporation: accuracy vs lambda")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

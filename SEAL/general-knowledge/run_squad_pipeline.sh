@@ -71,7 +71,8 @@ if [[ -d "$MODEL" ]]; then base="$MODEL"; else base="$CKPT_ROOT/base/$(basename 
 GENERATOR="$base"
 squad_settings
 squad_generation_settings
-export DATA_ROOT CKPT_ROOT RESULTS_DIR LOG_DIR ROUNDS_DIR ALPHA GEN_COMPLETIONS K_COMPLETIONS SQUAD_RESULTS JUDGE_URL
+export DATA_ROOT CKPT_ROOT RESULTS_DIR LOG_DIR ROUNDS_DIR ALPHA GEN_COMPLETIONS K_COMPLETIONS JUDGE_URL
+export GENERATOR PASSAGES IMPLICATIONS SQUAD_RESULTS   # the evaluation drivers read these
 
 (($# == 0)) || usage_error "takes no arguments (settings come from the environment)"
 [[ "$K" =~ ^[1-9][0-9]*$ ]] || usage_error "K must be a positive number of rounds, got '$K'"

@@ -21,8 +21,10 @@
 # holds checkpoints is refused; RESUME=1 resumes it. Settings below come from the environment.
 # Other data than chat turns: SFT_DATASET_CLASS names a dataset class verl builds from the parquet
 # instead of its MultiTurnSFTDataset (the SQuAD setting's raw text:
-# seal_squad.sft_dataset.RawTextSFTDataset). SFT_LORA_RANK > 0 trains a verl LoRA instead of
-# the full model; each stage's final model is then merged (base + LoRA, merge_lora.py).
+# seal_squad.sft_dataset.RawTextSFTDataset). SFT_LORA_RANK > 0 trains a verl LoRA (all linear
+# layers, alpha SFT_LORA_ALPHA) instead of the full model; each stage's final model is then the
+# merge: verl's merger writes the base and the adapter from the FSDP shards, merge_lora.py adds
+# the adapter to the base (global_step_N/huggingface_merged, in the base's dtype).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
@@ -62,7 +64,26 @@ if [[ -n "$SFT_DATASET_CLASS" ]]; then
   dataset_overrides=(data.custom_cls.path="pkg://${SFT_DATASET_CLASS%.*}" data.custom_cls.name="${SFT_DATASET_CLASS##*.}")
 fi
 lora_overrides=(model.lora_rank="$SFT_LORA_RANK")
-((SFT_LORA_RANK == 0)) || lora_overrides+=(model.lora_alpha="$SFT_LORA_ALPHA" model.target_modules=all-linear)
+save_contents="$SAVE_CONTENTS" final_subdir=huggingface
+if ((SFT_LORA_RANK > 0)); then
+  # verl's hf_model export writes the LoRA-wrapped weights under peft's names: merge instead.
+  lora_overrides+=(model.lora_alpha="$SFT_LORA_ALPHA" model.target_modules=all-linear)
+  save_contents='[model,optimizer,extra]' final_subdir=huggingface_merged
+fi
+
+# merge_lora_checkpoint RUN_DIR: the last checkpoint's base + LoRA as one HF model.
+merge_lora_checkpoint() {
+  local step dir
+  if [[ "$DRY_RUN" == 1 ]]; then
+    echo "DRY_RUN: $1's last checkpoint -> verl's merger (base + lora_adapter/) -> merge_lora.py -> huggingface_merged"
+    return
+  fi
+  step="$(latest_step "$1")"
+  dir="$1/global_step_$step"
+  [[ -e "$dir/huggingface_lora/config.json" ]] || bash "$ROOT/scripts/merge_fsdp_to_hf.sh" "$dir" "$dir/huggingface_lora"
+  [[ -e "$dir/huggingface_merged/config.json" ]] || run_cmd "$PYTHON" "$ROOT/merge_lora.py" --base_model "$dir/huggingface_lora" \
+    --lora_adapter "$dir/huggingface_lora/lora_adapter" --output_dir "$dir/huggingface_merged"
+}
 if ((NNODES > 1)); then
   LAUNCHER=("$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --nproc_per_node="$N_GPUS_PER_NODE"
     --node_rank="$NODE_RANK" --rdzv_backend=c10d --rdzv_endpoint="$MASTER_ADDR:$MASTER_PORT"
@@ -130,7 +151,7 @@ for stage in $STAGES; do
     model.path="$model" \
     "${lora_overrides[@]}" \
     optim.lr="$SFT_LR" \
-    checkpoint.save_contents="$SAVE_CONTENTS" \
+    checkpoint.save_contents="$save_contents" \
     trainer.default_local_dir="$run_dir" \
     trainer.project_name="$PROJECT_NAME" \
     trainer.experiment_name="${EXPERIMENT_NAME}_stage$stage" \
@@ -143,7 +164,12 @@ for stage in $STAGES; do
     trainer.n_gpus_per_node="$N_GPUS_PER_NODE" \
     "${ATTN_SFT[@]}" "${CPU_SFT_OVERRIDES[@]}" "$@"
   if [[ "$NODE_RANK" == 0 ]]; then
-    record_final "$run_dir" huggingface
+    if ((SFT_LORA_RANK > 0)); then
+      merge_lora_checkpoint "$run_dir"
+      HF_EXPORT_DTYPE=fp32 record_final "$run_dir" "$final_subdir"   # merged already
+    else
+      record_final "$run_dir" "$final_subdir"
+    fi
     prune_checkpoints "$run_dir"
   fi
 done
