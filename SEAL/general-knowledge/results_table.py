@@ -86,33 +86,40 @@ def run_files(paths):
     return files
 
 
-def plot_lambda(runs, path):
-    """Accuracy (%) against lambda, from the runs with a skill vector and their lambda-0 rows."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    accuracy = {}  # line label -> {lambda: accuracy %}
-    zero = {c: 100 * r["overall"]["adapter_mean_accuracy"] for r in runs for c in ("implications", "base")
-            if r.get("condition") == c}
+def lambda_points(runs):
+    """{line label: {lambda: accuracy %}} from the runs with a skill vector and their lambda-0 rows."""
+    zero = {r["condition"]: 100 * r["overall"]["adapter_mean_accuracy"] for r in runs
+            if r.get("condition") in ("implications", "base")}
+    lines = {}
     for run in runs:
         skill = (run.get("server") or {}).get("skill")
         condition = run.get("condition")
         if not skill or condition not in ("implications_skill", "skill_only"):
             continue
         name = skill.get("name") or "v"
-        label = f"implications + {name} ({skill['order']})" if condition == "implications_skill" else f"skill only, {name}"
-        line = accuracy.setdefault(label, {})
-        if condition == "implications_skill" and "implications" in zero:
-            line[0.0] = zero["implications"]
-        if condition == "skill_only" and "base" in zero:
-            line[0.0] = zero["base"]
+        if condition == "implications_skill":
+            label, origin = f"implications + {name} ({skill['order']})", zero.get("implications")
+        else:
+            label, origin = f"skill only, {name}", zero.get("base")
+        line = lines.setdefault(label, {})
+        if origin is not None:
+            line[0.0] = origin
         line[float(skill["alpha"])] = 100 * run["overall"]["adapter_mean_accuracy"]
-    if not accuracy:
+    return lines
+
+
+def plot_lambda(runs, path):
+    """Accuracy (%) against lambda, one line per vector and order (lambda_points)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = lambda_points(runs)
+    if not lines:
         raise ValueError("no run with a skill vector (implications_skill or skill_only) to plot against lambda")
     fig, ax = plt.subplots(figsize=(6, 4))
-    for label, points in sorted(accuracy.items()):
+    for label, points in sorted(lines.items()):
         xs = sorted(points)
         ax.plot(xs, [points[x] for x in xs], marker="o", label=label)
     ax.set_xlabel("lambda (served model: base + lambda * v)")
