@@ -40,7 +40,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
-        eval_set, header, passage = prepare(args)
+        eval_set, header, passage, budgets = prepare(args)
         out_dir = Path(args.results_dir) / header["model_tag"] / header["split"]
         finished_runs(out_dir / ANSWERS_FILE, header, len(eval_set.questions), args.n_runs)
         if not is_gsm8k(header):
@@ -49,7 +49,7 @@ def main(argv=None):
         parser.error(str(e))
     except RuntimeError as e:
         parser.exit(1, f"error: {e}\n")
-    answers_doc = generate(args, eval_set, header, passage, out_dir / ANSWERS_FILE)
+    answers_doc = generate(args, eval_set, header, passage, budgets, out_dir / ANSWERS_FILE)
     if is_gsm8k(answers_doc):
         rows = judged_rows(answers_doc, judge_numeric(judge_items(answers_doc)))
         doc = results_document(answers_doc, rows, numeric_judge_info())
