@@ -51,20 +51,24 @@ SEED = 0
 log = logging.getLogger("generate_answers")
 
 
-def add_generation_args(parser):
-    """The generation options generate_answers.py and eval_with_remote.py share."""
+def add_generation_args(parser, model_args=True):
+    """The generation options generate_answers.py, eval_with_remote.py and sweep_alpha.py share
+    (the sweep names its model and result folders itself: model_args=False)."""
     which = parser.add_argument_group("what to answer (one of)")
     which.add_argument("--passage_idx", type=int, help="LooGLE passage id N: answers data/passage{N}/eval.parquet")
     which.add_argument("--data_file", help="any parquet in RLHFDataset schema, e.g. data/gsm8k/test.parquet")
-    parser.add_argument("--model_path", required=True, help="local Hugging Face model folder or hub id (a served model name with --backend openai)")
-    parser.add_argument("--model_tag", help="variant name results are filed under (default: from --model_path, e.g. "
-                        "checkpoints/passage3/stage2/final -> stage2; '-context' is appended with --context_file)")
+    if model_args:
+        parser.add_argument("--model_path", required=True, help="local Hugging Face model folder or hub id (a served model name with --backend openai)")
+        parser.add_argument("--model_tag", help="variant name results are filed under (default: from --model_path, e.g. "
+                            "checkpoints/passage3/stage2/final -> stage2; '-context' is appended with --context_file)")
     parser.add_argument("--n_runs", type=int, default=N_RUNS, help=f"sampled runs per question (default {N_RUNS})")
     parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR, help=f"root of the passage folders (default {DEFAULT_DATA_DIR})")
     parser.add_argument("--results_dir", default=DEFAULT_RESULTS_DIR, help=f"root of the result folders (default {DEFAULT_RESULTS_DIR})")
-    parser.add_argument("--backend", choices=BACKENDS, default=None, help="generation backend (default: vllm on a GPU when installed, else hf)")
+    backends = BACKENDS if model_args else tuple(b for b in BACKENDS if b != "openai")  # a served model's weights are out of reach
+    parser.add_argument("--backend", choices=backends, default=None, help="generation backend (default: vllm on a GPU when installed, else hf)")
     parser.add_argument("--batch_size", type=int, default=8, help="prompts per batch for the hf backend (default 8)")
-    parser.add_argument("--base_url", help="OpenAI-compatible URL for --backend openai")
+    if model_args:
+        parser.add_argument("--base_url", help="OpenAI-compatible URL for --backend openai")
     parser.add_argument("--context_file", help="LooGLE jsonl holding the passage: put it in the prompt (passage in context)")
     parser.add_argument("--max_context_tokens", type=int, help="prompt + answer token budget with --context_file "
                         "(default: the model's max_position_embeddings)")
