@@ -4,97 +4,92 @@
     python calc_delta_and_save.py ... --dtype bfloat16      # half the size, no longer exact
     python calc_delta_and_save.py ... --output skill.pth    # the original release's format
 
-A `.safetensors` vector carries metadata (config fingerprint of its source models, tensor count,
-dtype, tied embeddings) that `inherit_weight.py --skill_vector FILE` checks against each target.
-A float32 vector applied with `--skill_vector` gives bit-identical outputs to the direct
-`--grpo_model/--base_model` path. A `.pth` file is a plain {name: tensor} dict (held in memory
-while it is written) without metadata, as the original release wrote it.
+A `.safetensors` vector carries metadata that `inherit_weight.py --skill_vector FILE` checks
+against each target and records in its outputs: `architecture` (the config fields a target must
+share), `fingerprint` (sha256 of the vector's tensor data), `grpo_model`, `base_model`, `dtype`,
+`tied_embeddings`. A float32 vector applied with `--skill_vector` gives bit-identical weights to
+the direct `--grpo_model/--base_model` path. A `.pth` file is a plain {name: tensor} dict (held
+in memory while it is written) without metadata, as the original release wrote it.
 
 If both source models tie lm_head to the embeddings, only the embedding delta is stored (it is
-also the lm_head delta); otherwise lm_head gets its own delta.
+also the lm_head delta); otherwise lm_head gets its own delta. Needs inherit_weight.py and
+checkpoint_io.py beside it.
 """
 
 import argparse
+import hashlib
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from inherit_weight import (CHUNK_ELEMENTS, SkillSource, TransferError, config_fingerprint,
-                            safetensors_header)
+from checkpoint_io import (CHUNK_ELEMENTS, USER_ERRORS, SafetensorsWriter, architecture, atomic_outputs,
+                           check_output_paths, stream_chunks)
+from inherit_weight import SkillSource, TransferError, check_finite
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def iter_delta(source, name, dtype, buffers):
-    """Yield chunks of (rl - base) for one tensor, computed in float32 and cast to dtype."""
-    delta32, out_buf = buffers[0], buffers[1]
-    for start, end, delta in source.iter_delta(name, delta32, buffers[2:]):
-        if not torch.isfinite(delta.sum()) and not torch.isfinite(delta).all():
-            raise FloatingPointError(f"NaN or Inf in rl - base for {name} (elements {start}..{end}); check the inputs")
-        out = out_buf[: (end - start) * dtype.itemsize].view(dtype)
-        out.copy_(delta)
-        yield out
+class TensorDict:
+    """A writer (as stream_chunks takes) into tensors in memory, for the .pth format."""
+
+    def __init__(self, entries):
+        self.tensors = {name: torch.empty(shape, dtype=dtype) for name, dtype, shape in entries}
+        self.max_itemsize = max([dtype.itemsize for _, dtype, _ in entries] + [1])
+        self._written = dict.fromkeys(self.tensors, 0)
+
+    def write(self, name, data):
+        done = self._written[name]
+        self.tensors[name].view(-1).view(torch.uint8)[done: done + data.numel()].copy_(data)
+        self._written[name] += data.numel()
 
 
 def save_skill_vector(grpo_model, base_model, output, dtype="float32", overwrite=False, quiet=False):
     """Write the skill vector to `output` (.safetensors or .pth); returns (tensor count, bytes)."""
-    output = Path(output)
+    output, torch_dtype = Path(output), DTYPES[dtype]
     if output.suffix not in (".safetensors", ".pth"):
         raise TransferError(f"--output {output}: use a .safetensors (recommended) or .pth file name")
-    if output.exists() and not overwrite:
-        raise TransferError(f"{output} exists; pass --overwrite to replace it")
-    torch_dtype = DTYPES[dtype]
-    source = SkillSource(grpo_model, base_model)
+    check_output_paths([output], [grpo_model, base_model], overwrite)
+    skill = SkillSource(grpo_model, base_model)
     try:
-        names = source.vector_names()
-        shapes = {n: source.info(n).shape for n in names}
+        names = skill.vector_names()
         for n in names:
-            if not source.info(n).dtype.is_floating_point:
-                raise TransferError(f"{n} has non-float dtype {source.info(n).dtype}; no skill vector for it")
-        total = sum(source.info(n).numel for n in names) * torch_dtype.itemsize
-        buffers = [torch.empty(CHUNK_ELEMENTS, dtype=torch.float32)] + \
-            [torch.empty(CHUNK_ELEMENTS * 8, dtype=torch.uint8) for _ in range(3)]
-        output.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.tmp-", dir=output.parent)
+            if not skill.info(n).dtype.is_floating_point:
+                raise TransferError(f"{n} has non-float dtype {skill.info(n).dtype}; no skill vector for it")
+        entries = [(n, torch_dtype, skill.info(n).shape) for n in names]
+        total = sum(skill.info(n).numel for n in names) * torch_dtype.itemsize
+        delta, scratch, digest = torch.empty(CHUNK_ELEMENTS), torch.empty(CHUNK_ELEMENTS), hashlib.sha256()
+
+        def compute(name, start, end, blocks, outs):
+            d = skill.delta(blocks, delta[: end - start], scratch[: end - start])
+            check_finite(d, f"rl - base for {name} (elements {start}..{end})")
+            out = outs[0][: (end - start) * torch_dtype.itemsize]
+            out.view(torch_dtype).copy_(d)
+            digest.update(out.numpy())  # in file order: the chunks come tensor by tensor, in order
+            return [out]
+
+        metadata = {"past_skill_vector": "1", "dtype": dtype, "architecture": json.dumps(architecture(skill.streams[1].config)),
+                    "tied_embeddings": "true" if skill.tied else "false", "grpo_model": str(Path(grpo_model).resolve()),
+                    "base_model": str(Path(base_model).resolve()), "fingerprint": "sha256:" + "0" * 64}
         progress = tqdm(total=total, unit="B", unit_scale=True, desc="skill vector", disable=quiet, file=sys.stderr)
-        try:
-            with os.fdopen(fd, "wb") as f:
+        with atomic_outputs([output]) as [tmp]:
+            writer = SafetensorsWriter(tmp, entries, metadata) if output.suffix == ".safetensors" else TensorDict(entries)
+            try:
+                stream_chunks([(n, skill.info(n).numel, skill.inputs(n)) for n in names], compute, [writer],
+                              on_write=progress.update)
                 if output.suffix == ".safetensors":
-                    metadata = {
-                        "format": "pt", "past_skill_vector": "1", "dtype": dtype,
-                        "tensor_count": str(len(names)),
-                        "config_fingerprint": json.dumps(config_fingerprint(source.readers[1].config), sort_keys=True),
-                        "tied_embeddings": "true" if source.tied else "false",
-                        "grpo_model": str(grpo_model), "base_model": str(base_model),
-                    }
-                    f.write(safetensors_header([(n, torch_dtype, shapes[n]) for n in names], metadata))
-                    for n in names:
-                        for chunk in iter_delta(source, n, torch_dtype, buffers):
-                            f.write(memoryview(chunk.view(torch.uint8).numpy()))
-                            progress.update(chunk.numel() * torch_dtype.itemsize)
+                    writer.finish({**metadata, "fingerprint": "sha256:" + digest.hexdigest()})
                 else:
-                    state = {}
-                    for n in names:
-                        parts = [c.clone() for c in iter_delta(source, n, torch_dtype, buffers)]
-                        state[n] = torch.cat(parts).reshape(shapes[n]) if parts else torch.empty(shapes[n], dtype=torch_dtype)
-                        progress.update(state[n].numel() * torch_dtype.itemsize)
-                    torch.save(state, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, output)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        finally:
-            progress.close()
+                    torch.save(writer.tensors, tmp)
+            finally:
+                progress.close()
+                if isinstance(writer, SafetensorsWriter):
+                    writer.close()
         return len(names), total
     finally:
-        source.close()
+        skill.close()
 
 
 def main(argv=None):
@@ -108,7 +103,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         count, nbytes = save_skill_vector(args.grpo_model, args.base_model, args.output, args.dtype, args.overwrite)
-    except (TransferError, FileNotFoundError, FloatingPointError) as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"skill vector ({count} tensors, {args.dtype}, {nbytes / 1e9:.3f} GB) written to {args.output}")

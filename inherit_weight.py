@@ -1,37 +1,35 @@
-"""The PaST operator: add a skill vector to one or more target models, streaming, exactly.
+"""The PaST operator: add skill vectors to target models, streaming and exactly.
 
-For every tensor:  out = target + alpha * (rl - base),  computed in float32 and cast once to the
-target's dtype. `rl` is the GRPO result, `base` the exact checkpoint GRPO started from, `target`
-a model SFT-ed on another domain. rl and base are read once for all targets of a run; no model is
-ever loaded whole (a few MB-sized chunks are in memory at a time), so any model size runs in well
-under 1 GB of RAM and the run is bound by the disk.
+For every tensor:  out = target + Σ_k λ_k · v_k,  with v = rl − base (the GRPO result minus the
+exact checkpoint GRPO started from) or a vector saved by calc_delta_and_save.py, computed in
+float32 and cast once to the target's dtype. rl and base (or the vectors) are read once for all
+targets of a run; no model is ever loaded whole, so any model size runs in well under 1 GB of RAM
+and the run is bound by the disk.
 
     python inherit_weight.py --grpo_model RL --base_model BASE \
         --target_models T1 T2 --output_dirs O1 O2 [--alpha 1.0]
     python inherit_weight.py --skill_vector skill.safetensors --target_models T1 --output_dirs O1
+    python inherit_weight.py --skill_vector A.safetensors B.safetensors --alpha 0.7 0.3 ...  # skill arithmetic
     python inherit_weight.py ... --exclude 'embed_tokens|lm_head'   # keep the target's embeddings
     python inherit_weight.py ... --dry_run                          # checks and plan, writes nothing
 
 Inputs are HF model dirs (model.safetensors, sharded safetensors with an index, or legacy
-pytorch_model.bin), or verl checkpoint dirs holding HF weights in `actor/huggingface`. Each output
-is a complete HF model dir (the target's config, generation config, tokenizer and chat template),
-written under a temporary name and renamed when complete.
+pytorch_model.bin), or verl checkpoint dirs holding HF weights in `actor/huggingface`. Every
+check (damaged files, names, shapes, architecture, vocabularies, outputs) runs before anything is
+written. Each output is a complete HF model dir (the target's config, generation config,
+tokenizer and chat template) whose shards record in their metadata (`past_transfer`) the target,
+the skill vectors with their fingerprints, and the λ used; it is written under a temporary name
+and renamed when complete.
 
-This file stands alone (torch, safetensors, json, tqdm): copy it to a cluster and run it.
-`CheckpointReader` (lazy tensor access) is reused by calc_delta_and_save.py and analysis/.
+As a library: `inherit(...)` is the CLI; `inherited_tensors(target, skill_vectors, alphas)` yields
+the same tensors one by one for a running engine. Needs checkpoint_io.py beside it.
 """
 
 import argparse
 import json
-import os
-import queue
+import math
 import re
-import shutil
-import signal
-import struct
 import sys
-import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,350 +37,125 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from checkpoint_io import (CHUNK_ELEMENTS, EMBED_SUFFIX, LM_HEAD, USER_ERRORS, CheckpointError, CheckpointReader,
+                           ShardedWriter, architecture, atomic_outputs, check_architecture, check_output_paths,
+                           check_same_names, check_same_tensors, copy_model_files, effective_names, numel,
+                           parse_size, read_buffers, read_chunk, stream_chunks)
+
+BLOCK_ELEMENTS = 2**18  # elements per float32 compute step: 1 MB buffers that stay in the CPU cache
+
+
+class TransferError(CheckpointError):
+    """A problem with the inputs of a transfer, found before anything is written."""
+
+
 # ----------------------------------------------------------------------------------------------
-# Lazy checkpoint reading
+# The math, one block at a time
 
-SAFETENSORS_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-    "U8": torch.uint8, "BOOL": torch.bool,
-    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
-}
-DTYPE_NAMES = {v: k for k, v in SAFETENSORS_DTYPES.items()}
-WEIGHT_FILES = ("model.safetensors.index.json", "model.safetensors",
-                "pytorch_model.bin.index.json", "pytorch_model.bin")
-EMBED_SUFFIX = "embed_tokens.weight"
-LM_HEAD = "lm_head.weight"
-# Config fields that must agree between the models of one transfer.
-ARCH_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
-             "num_key_value_heads", "intermediate_size")
-MERGE_FSDP_HINT = ("convert it first: bash scripts/merge_fsdp_to_hf.sh CKPT_DIR OUT_DIR "
-                   "(= python -m verl.model_merger merge --backend fsdp --local_dir CKPT_DIR/actor "
-                   "--target_dir OUT_DIR), or save with checkpoint.save_contents including hf_model")
+def skill_delta(vector_blocks, alphas, out, scratch):
+    """Σ_k alphas[k]·v_k of one block in float32, into `out` (returned); scratch is as long.
+
+    vector_blocks[k] is (v,) for a saved vector or (rl, base) for v = rl − base."""
+    for k, (block, alpha) in enumerate(zip(vector_blocks, alphas)):
+        v = out if k == 0 else scratch
+        v.copy_(block[0])
+        if len(block) == 2:
+            v.sub_(block[1])  # float32 − bf16 upcasts exactly: = rl.float() − base.float()
+        if alpha != 1.0:
+            v.mul_(alpha)
+        if k:
+            out.add_(v)
+    return out
 
 
-@dataclass
-class TensorInfo:
-    dtype: torch.dtype
-    shape: tuple
-    file: str = ""      # safetensors file holding the data
-    offset: int = 0     # absolute byte offset of the data in that file
-    tensor: torch.Tensor = None  # for torch.load-ed (.bin/.pth) checkpoints
-
-    @property
-    def numel(self):
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
-
-    @property
-    def itemsize(self):
-        return self.dtype.itemsize
-
-    @property
-    def nbytes(self):
-        return self.numel * self.itemsize
+def add_delta(target, delta, work, out):
+    """out = target + delta, summed in float32 (in `work`, as long as delta) and cast once to out's dtype."""
+    work.copy_(target)
+    work.add_(delta)
+    out.copy_(work)
+    return work
 
 
-def read_safetensors_header(path):
-    """Return ({name: TensorInfo}, metadata) from a .safetensors file without touching its data."""
-    with open(path, "rb") as f:
-        (header_len,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(header_len))
-    metadata = header.pop("__metadata__", None) or {}
-    tensors = {}
-    for name, entry in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
-        if entry["dtype"] not in SAFETENSORS_DTYPES:
-            raise ValueError(f"{path}: tensor {name} has unsupported dtype {entry['dtype']}")
-        tensors[name] = TensorInfo(SAFETENSORS_DTYPES[entry["dtype"]], tuple(entry["shape"]),
-                                   str(path), 8 + header_len + entry["data_offsets"][0])
-    return tensors, metadata
+def check_finite(x, what):
+    # A sum is one fast pass; only when it is not finite do we look element-wise (a huge sum is legal).
+    if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
+        raise FloatingPointError(f"NaN or Inf in {what}; check the inputs (an exploded or corrupted checkpoint?)")
 
 
-def find_weights_dir(path):
-    """The dir that holds a model's HF weights: the dir itself, or verl's actor/huggingface."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
-    for candidate in (path, path / "huggingface", path / "actor" / "huggingface"):
-        if any((candidate / f).exists() for f in WEIGHT_FILES) or list(candidate.glob("model-*.safetensors")):
-            return candidate
-    for candidate in (path, path / "actor"):
-        if list(candidate.glob("model_world_size_*_rank_*.pt")):
-            raise FileNotFoundError(f"{candidate} holds FSDP shards but no HF weights; {MERGE_FSDP_HINT}")
-    raise FileNotFoundError(f"no model weights in {path}: expected one of {', '.join(WEIGHT_FILES)} "
-                            "(or a verl checkpoint dir with actor/huggingface)")
+# ----------------------------------------------------------------------------------------------
+# The skill vectors and the plan for each target (everything here runs before any output exists)
 
+class SkillSource:
+    """The skill to add, Σ_k alphas[k]·v_k: v = rl − base of two checkpoints, or saved vector files.
 
-class CheckpointReader:
-    """Read-only, lazy view of the tensors of a checkpoint.
+    `streams` are the checkpoints read, `stored[name]` their stored tensor names for a name as
+    transformers sees the model, `terms[k]` the streams that make v_k."""
 
-    `path` is a model dir (sharded or single safetensors, legacy .bin, verl actor/huggingface) or a
-    single .safetensors / .pth file (a saved skill vector). Safetensors data is read with pread into
-    caller-owned buffers: nothing is memory-mapped, so reading a model does not grow the process's
-    RSS. .bin/.pth files are torch.load-ed with mmap (one file at a time as they are needed).
-    """
-
-    def __init__(self, path):
-        path = Path(path)
-        self.metadata = {}
-        self.tensors = {}
-        self._fds = {}
-        self._lock = threading.Lock()
-        if path.is_file():
-            self.model_dir, files = None, [path]
-        else:
-            self.model_dir = find_weights_dir(path)
-            files = self._weight_files(self.model_dir)
-        self.path = path
-        for file in files:
-            if file.suffix == ".safetensors":
-                tensors, metadata = read_safetensors_header(file)
-                self.metadata.update(metadata)
-            else:
-                state = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
-                if not isinstance(state, dict):
-                    raise ValueError(f"{file}: expected a dict of tensors, got {type(state).__name__}")
-                tensors = {n: TensorInfo(t.dtype, tuple(t.shape), str(file), tensor=t.contiguous())
-                           for n, t in state.items()}
-            for name in tensors:
-                if name in self.tensors:
-                    raise ValueError(f"tensor {name} appears in two weight files of {path}")
-            self.tensors.update(tensors)
-        self.config = None
-        if self.model_dir is not None and (self.model_dir / "config.json").exists():
-            self.config = json.loads((self.model_dir / "config.json").read_text())
-
-    @staticmethod
-    def _weight_files(model_dir):
-        for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-            index = model_dir / index_name
-            if index.exists():
-                weight_map = json.loads(index.read_text())["weight_map"]
-                return [model_dir / f for f in sorted(set(weight_map.values()))]
-        for single in ("model.safetensors", "pytorch_model.bin"):
-            if (model_dir / single).exists():
-                return [model_dir / single]
-        shards = sorted(model_dir.glob("model-*.safetensors"))
-        if shards:
-            return shards
-        raise FileNotFoundError(f"no weights in {model_dir}")
-
-    @property
-    def tied(self):
-        """Whether the model's config ties lm_head to the input embeddings (transformers re-ties at load)."""
-        return bool(self.config and self.config.get("tie_word_embeddings", False))
-
-    def names(self):
-        """Tensor names in storage order (file by file, by offset)."""
-        return list(self.tensors)
+    def __init__(self, grpo_model=None, base_model=None, skill_vectors=(), alphas=1.0):
+        skill_vectors = [skill_vectors] if isinstance(skill_vectors, (str, Path)) else list(skill_vectors)
+        if skill_vectors and (grpo_model or base_model):
+            raise TransferError("give either --skill_vector or --grpo_model/--base_model, not both")
+        if not skill_vectors and not (grpo_model and base_model):
+            raise TransferError("need --grpo_model and --base_model (or --skill_vector FILE ...)")
+        paths = skill_vectors or [grpo_model, base_model]
+        labels = [f"skill vector {f}" for f in skill_vectors] or [f"grpo model {grpo_model}", f"base model {base_model}"]
+        self.streams = [CheckpointReader(p) for p in paths]
+        self.terms = [(k,) for k in range(len(skill_vectors))] or [(0, 1)]
+        if not skill_vectors:
+            for reader in self.streams:
+                if reader.config is None:
+                    raise TransferError(f"{reader.model_dir} has no config.json")
+        self.architectures = [(label, architecture(r.config) if r.config else json.loads(r.metadata["architecture"]))
+                              for label, r in zip(labels, self.streams) if r.config or "architecture" in r.metadata]
+        for (label, arch), (other_label, other) in zip(self.architectures, self.architectures[1:]):
+            check_architecture(arch, label, other, other_label)
+        names = check_same_tensors(self.streams, labels)
+        self.stored = {n: [names_k[n] for names_k in names] for n in names[0]}
+        # All tied: the skill's lm_head *is* its embedding delta (stored once).
+        self.tied = all(r.tied for r in self.streams)
+        self.alphas = [float(alphas)] if isinstance(alphas, (int, float)) else [float(a) for a in alphas]
+        self.alphas *= len(self.terms) if len(self.alphas) == 1 else 1
+        if len(self.alphas) != len(self.terms) or not all(math.isfinite(a) for a in self.alphas):
+            raise TransferError(f"--alpha {self.alphas}: give one finite value per skill vector "
+                                f"({len(self.terms)}), or one for all")
+        self.description = " + ".join(labels) if skill_vectors else f"rl {grpo_model} - base {base_model}"
+        self.provenance = ([{"skill_vector": str(Path(f).resolve()), "alpha": a, **{k: r.metadata[k] for k in
+                             ("fingerprint", "grpo_model", "base_model") if k in r.metadata}}
+                            for f, a, r in zip(skill_vectors, self.alphas, self.streams)] or
+                           [{"grpo_model": str(Path(grpo_model).resolve()), "base_model": str(Path(base_model).resolve()),
+                             "alpha": self.alphas[0]}])
+        self._buffers = None
 
     def info(self, name):
-        return self.tensors[name]
+        return self.streams[0].info(self.stored[name][0])
 
-    def read_into(self, name, start, end, buffer):
-        """Read elements [start, end) of the flattened tensor into the uint8 `buffer`; return a typed view."""
-        info = self.tensors[name]
-        itemsize = info.itemsize
-        nbytes = (end - start) * itemsize
-        out = buffer[:nbytes]
-        if info.tensor is not None:
-            out.view(info.dtype).copy_(info.tensor.reshape(-1)[start:end])
-            return out.view(info.dtype)
-        fd = self._fd(info.file)
-        view = memoryview(out.numpy())
-        offset, done = info.offset + start * itemsize, 0
-        while done < nbytes:
-            n = os.preadv(fd, [view[done:]], offset + done)
-            if n == 0:
-                raise IOError(f"{info.file} is truncated (tensor {name})")
-            done += n
-        return out.view(info.dtype)
+    def vector_names(self):
+        """Distinct tensors of the vector: a tied pair's lm_head is its embeddings, counted once."""
+        return [n for n in self.stored if not (n == LM_HEAD and self.tied)]
 
-    def get(self, name):
-        """The whole tensor (a fresh copy)."""
-        info = self.tensors[name]
-        buffer = torch.empty(info.nbytes, dtype=torch.uint8)
-        return self.read_into(name, 0, info.numel, buffer).reshape(info.shape)
+    def inputs(self, name):
+        """The streams' (reader, stored name) for `name`, as stream_chunks and read_chunk take them."""
+        return list(zip(self.streams, self.stored[name]))
 
-    def _fd(self, file):
-        with self._lock:
-            if file not in self._fds:
-                self._fds[file] = os.open(file, os.O_RDONLY)
-            return self._fds[file]
+    def delta(self, blocks, out, scratch):
+        """Σ_k alphas[k]·v_k in float32 from one block of every stream (read_chunk's views)."""
+        return skill_delta([tuple(blocks[s] for s in term) for term in self.terms], self.alphas, out, scratch)
+
+    def iter_delta(self, name):
+        """Yield (start, end, float32 delta) over one tensor; the chunk is overwritten by the next."""
+        if self._buffers is None:
+            self._buffers = (read_buffers([(None, 0, self.inputs(n)) for n in self.stored]),
+                             torch.empty(CHUNK_ELEMENTS), torch.empty(CHUNK_ELEMENTS))
+        buffers, out, scratch = self._buffers
+        total = self.info(name).numel
+        for start in range(0, total, CHUNK_ELEMENTS):
+            end = min(start + CHUNK_ELEMENTS, total)
+            yield start, end, self.delta(read_chunk(self.inputs(name), start, end, buffers),
+                                         out[: end - start], scratch[: end - start])
 
     def close(self):
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds = {}
-
-
-def effective_names(reader):
-    """Names as transformers sees the model: a tied model also has lm_head (= its embeddings).
-
-    Returns {effective name: stored name}. A tied model's stored lm_head (if any) is ignored, as
-    transformers re-ties it to the embeddings at load time.
-    """
-    names = {n: n for n in reader.names()}
-    if reader.tied:
-        embed = [n for n in names if n.endswith(EMBED_SUFFIX)]
-        if len(embed) == 1:
-            names[LM_HEAD] = embed[0]
-    return names
-
-
-def config_fingerprint(config):
-    return {k: config.get(k) for k in ARCH_KEYS + ("vocab_size",) if config and k in config}
-
-
-# ----------------------------------------------------------------------------------------------
-# Streaming safetensors writing
-
-def parse_size(size):
-    """'5GB' -> 5_000_000_000 (KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024, as in transformers)."""
-    if isinstance(size, int):
-        return size
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B)?\s*", size, flags=re.IGNORECASE)
-    if not match:
-        raise ValueError(f"size {size!r} not understood: use e.g. 5GB, 500MB, 300KB or a byte count")
-    units = {"kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30, None: 1}
-    unit = match.group(2).lower() if match.group(2) else None
-    return int(float(match.group(1)) * units[unit])
-
-
-def safetensors_header(entries, metadata):
-    """Header bytes of a safetensors file; entries = [(name, dtype, shape)] in data order."""
-    header, offset = {"__metadata__": metadata}, 0
-    for name, dtype, shape in entries:
-        nbytes = dtype.itemsize
-        for s in shape:
-            nbytes *= s
-        header[name] = {"dtype": DTYPE_NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
-        offset += nbytes
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)
-    return struct.pack("<Q", len(raw)) + raw
-
-
-def shard_layout(entries, max_shard_size):
-    """Greedy packing in order (as huggingface_hub does): [[(name, dtype, shape), ...], ...]."""
-    shards, current, current_size = [], [], 0
-    for entry in entries:
-        nbytes = entry[1].itemsize
-        for s in entry[2]:
-            nbytes *= s
-        if current and current_size + nbytes > max_shard_size:
-            shards.append(current)
-            current, current_size = [], 0
-        current.append(entry)
-        current_size += nbytes
-    if current or not shards:
-        shards.append(current)
-    return shards
-
-
-WRITEBACK_BYTES = 64 * 2**20
-
-
-class ShardedWriter:
-    """Writes tensors, chunk by chunk, into HF-style sharded safetensors whose layout is fixed up front.
-
-    Each tensor's place is known from the planned headers, so tensors may arrive in any order (a
-    run with several targets streams them in one order) while every output keeps its own layout.
-    """
-
-    def __init__(self, out_dir, entries, max_shard_size, metadata=None):
-        self.out_dir = Path(out_dir)
-        self.shards = shard_layout(entries, max_shard_size)
-        self.metadata = {"format": "pt", **(metadata or {})}
-        n = len(self.shards)
-        self.files = (["model.safetensors"] if n == 1 else
-                      [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)])
-        self.total_size = sum(d.itemsize * _numel(s) for _, d, s in entries)
-        self._place = {}  # name -> [shard index, byte offset of the next chunk]
-        self._fds = []
-        for i, shard in enumerate(self.shards):
-            header = safetensors_header(shard, self.metadata)
-            fd = os.open(self.out_dir / self.files[i], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            self._fds.append(fd)
-            os.write(fd, header)
-            offset = len(header)
-            for name, dtype, shape in shard:
-                self._place[name] = [i, offset]
-                offset += dtype.itemsize * _numel(shape)
-        self._unflushed = [0] * n
-
-    def write(self, name, data):
-        """Write the next chunk (uint8 tensor) of tensor `name`; a tensor's chunks come in order."""
-        place = self._place[name]
-        fd, view = self._fds[place[0]], memoryview(data.numpy())
-        done = 0
-        while done < len(view):
-            done += os.pwrite(fd, view[done:], place[1] + done)
-        place[1] += done
-        self._unflushed[place[0]] += done
-        if self._unflushed[place[0]] >= WRITEBACK_BYTES:
-            # Start writeback now (DONTNEED on dirty pages queues it without waiting), so the
-            # final fsync has little left and our output does not crowd the page cache.
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            self._unflushed[place[0]] = 0
-
-    def finish(self):
-        """fsync and close every shard and write the index (for more than one shard)."""
-        for fd in self._fds:
-            os.fsync(fd)
-        self.abort()
-        if len(self.files) > 1:
-            index = {"metadata": {"total_size": self.total_size},
-                     "weight_map": {name: self.files[i] for name, (i, _) in self._place.items()}}
-            (self.out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
-
-    def abort(self):
-        for fd in self._fds:
-            os.close(fd)
-        self._fds = []
-
-
-def _numel(shape):
-    n = 1
-    for s in shape:
-        n *= s
-    return n
-
-
-def fresh_tmp_dir(final_dir):
-    final_dir = Path(final_dir)
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.tmp-", dir=final_dir.parent))
-
-
-def publish_dir(tmp_dir, final_dir):
-    """Rename a finished tmp dir to its final name (replacing an old one only after it is complete)."""
-    final_dir = Path(final_dir)
-    old = None
-    if final_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.old-", dir=final_dir.parent))
-        os.replace(final_dir, old / final_dir.name)
-    os.replace(tmp_dir, final_dir)
-    if old is not None:
-        shutil.rmtree(old)
-    fd = os.open(final_dir.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-# ----------------------------------------------------------------------------------------------
-# Planning and checks (everything here runs before any output exists)
-
-CHUNK_ELEMENTS = 4 * 2**20  # elements per read/written chunk: 8 MB of bf16
-BLOCK_ELEMENTS = 2**18      # elements per float32 compute step: 1 MB buffers that stay in the CPU cache
-
-
-class TransferError(ValueError):
-    """A problem with the inputs, found before anything is written."""
+        for reader in self.streams:
+            reader.close()
 
 
 @dataclass
@@ -391,136 +164,38 @@ class TargetPlan:
     output_dir: Path
     untie: bool                                  # write lm_head and tie_word_embeddings=false
     sources: dict = field(default_factory=dict)  # output name -> stored target tensor name
-    apply: dict = field(default_factory=dict)    # output name -> leading elements receiving the vector
+    apply: dict = field(default_factory=dict)    # output name -> leading elements receiving the skill
     embeddings_note: str = ""
     excluded: list = field(default_factory=list)
 
 
-class SkillSource:
-    """The skill vector: (rl - base) read from two checkpoints, or a saved vector file."""
-
-    def __init__(self, grpo_model=None, base_model=None, skill_vector=None):
-        if skill_vector is not None:
-            if grpo_model or base_model:
-                raise TransferError("give either --skill_vector or --grpo_model/--base_model, not both")
-            self.vector = CheckpointReader(skill_vector)
-            self.readers = [self.vector]
-            meta = self.vector.metadata
-            self.fingerprint = json.loads(meta["config_fingerprint"]) if "config_fingerprint" in meta else None
-            names = {n: n for n in self.vector.names()}
-            # A vector without lm_head comes from tied models (stored once; a .pth of the original
-            # release never has it either): its embedding delta is also the lm_head delta.
-            embed = [n for n in names if n.endswith(EMBED_SUFFIX)]
-            self.tied = LM_HEAD not in names and len(embed) == 1
-            if self.tied:
-                names[LM_HEAD] = embed[0]
-            self.names = {n: [s] for n, s in names.items()}
-            self.description = f"skill vector {skill_vector}"
-            if "tensor_count" in meta and int(meta["tensor_count"]) != len(self.vector.names()):
-                raise TransferError(f"{skill_vector}: metadata says {meta['tensor_count']} tensors, file has "
-                                    f"{len(self.vector.names())}; the file is damaged, recompute it")
-        else:
-            if not (grpo_model and base_model):
-                raise TransferError("need --grpo_model and --base_model (or --skill_vector FILE)")
-            rl, base = CheckpointReader(grpo_model), CheckpointReader(base_model)
-            self.readers = [rl, base]
-            for reader in self.readers:
-                if reader.config is None:
-                    raise TransferError(f"{reader.model_dir} has no config.json")
-            check_configs([rl, base])
-            rl_names, base_names = effective_names(rl), effective_names(base)
-            check_same_names(rl_names, base_names, f"grpo model {grpo_model}", f"base model {base_model}")
-            for name in rl_names:
-                a, b = rl.info(rl_names[name]), base.info(base_names[name])
-                if a.shape != b.shape:
-                    raise TransferError(f"{name}: grpo model has shape {list(a.shape)}, base model "
-                                        f"{list(b.shape)}; rl must be trained from exactly this base")
-            # Both tied: the vector's lm_head *is* its embedding delta (stored once).
-            self.tied = rl.tied and base.tied
-            self.fingerprint = config_fingerprint(base.config)
-            self.names = {n: [rl_names[n], base_names[n]] for n in rl_names}
-            self.description = f"rl {grpo_model} - base {base_model}"
-
-    def info(self, name):
-        return self.readers[0].info(self.names[name][0])
-
-    def vector_names(self):
-        """Distinct tensors of the vector: a tied pair's lm_head is its embeddings, counted once."""
-        return [n for n in self.names if not (n == LM_HEAD and self.tied)]
-
-    def iter_delta(self, name, delta32, buffers):
-        """Yield (start, end, float32 chunk of rl - base or of the saved vector) for one tensor.
-
-        delta32: float32 buffer of CHUNK_ELEMENTS; buffers: one uint8 buffer per reader, 8 bytes an element.
-        """
-        numel = self.info(name).numel
-        for start in range(0, numel, CHUNK_ELEMENTS):
-            end = min(start + CHUNK_ELEMENTS, numel)
-            delta = delta32[: end - start]
-            delta.copy_(self.readers[0].read_into(self.names[name][0], start, end, buffers[0]))
-            if len(self.readers) == 2:
-                delta.sub_(self.readers[1].read_into(self.names[name][1], start, end, buffers[1]))
-            yield start, end, delta
-
-    def close(self):
-        for reader in self.readers:
-            reader.close()
-
-
-def check_configs(readers):
-    first = readers[0]
-    for other in readers[1:]:
-        for key in ARCH_KEYS:
-            a, b = first.config.get(key), other.config.get(key)
-            if a != b:
-                raise TransferError(f"config mismatch: {key} = {a!r} in {first.model_dir} but {b!r} in "
-                                    f"{other.model_dir}; a skill vector only transfers between models "
-                                    "of one architecture")
-
-
-def check_same_names(a, b, a_label, b_label):
-    only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
-    if only_a or only_b:
-        raise TransferError(f"tensor names differ: only in {a_label}: {only_a[:5]}{' ...' if len(only_a) > 5 else ''}; "
-                            f"only in {b_label}: {only_b[:5]}{' ...' if len(only_b) > 5 else ''}")
-
-
-def plan_target(source, target_dir, output_dir, exclude, shared_vocab_rows):
+def plan_target(skill, target_dir, output_dir, exclude, shared_vocab_rows):
     target = CheckpointReader(target_dir)
     if target.config is None:
         raise TransferError(f"target {target.model_dir} has no config.json; an output needs the target's config")
-    if source.fingerprint is not None:
-        for key, value in source.fingerprint.items():
-            if key != "vocab_size" and target.config.get(key) != value:
-                raise TransferError(f"config mismatch: {key} = {value!r} in the skill vector's source models "
-                                    f"but {target.config.get(key)!r} in target {target.model_dir}")
+    for label, arch in skill.architectures:
+        check_architecture(arch, label, target.config, f"target {target.model_dir}")
     target_names = effective_names(target)
-    check_same_names(source.names, target_names, source.description, f"target {target_dir}")
+    check_same_names(skill.stored, target_names, skill.description, f"target {target_dir}")
     excluded = [n for n in target_names if exclude is not None and exclude.search(n)]
     # A tied target can only receive a separate lm_head delta by being untied in the output.
-    untie = (target.tied and LM_HEAD in target_names and not source.tied
-             and LM_HEAD not in excluded)
-    plan = TargetPlan(target, Path(output_dir), untie, excluded=excluded)
+    untie = target.tied and LM_HEAD in target_names and not skill.tied and LM_HEAD not in excluded
+    plan = TargetPlan(target, Path(output_dir) if output_dir else None, untie, excluded=excluded)
     stored = set(target.names())
     for name, stored_name in target_names.items():
-        if name == LM_HEAD and target.tied and not untie and name not in stored:
-            continue  # stays tied: lm_head is not stored, it follows the embeddings
         if name == LM_HEAD and target.tied and not untie:
-            # A tied target storing a (stale) lm_head: transformers ignores it; keep its bytes.
-            plan.sources[name], plan.apply[name] = name, 0
-            continue
+            if name in stored:  # a stale lm_head of a tied target: transformers ignores it; keep its bytes
+                plan.sources[name], plan.apply[name] = name, 0
+            continue  # otherwise it stays tied: lm_head is not stored, it follows the embeddings
         plan.sources[name] = stored_name
-        t_info = target.info(stored_name)
+        t_info, v_info = target.info(stored_name), skill.info(name)
         if name in excluded or not t_info.dtype.is_floating_point:
             plan.apply[name] = 0
-            continue
-        v_info = source.info(name)
-        if not v_info.dtype.is_floating_point:
+        elif not v_info.dtype.is_floating_point:
             raise TransferError(f"{name}: the skill vector tensor has non-float dtype {v_info.dtype}")
-        if v_info.shape == t_info.shape:
+        elif v_info.shape == t_info.shape:
             plan.apply[name] = t_info.numel
-            continue
-        if (len(v_info.shape) == len(t_info.shape) >= 1 and v_info.shape[1:] == t_info.shape[1:]
+        elif (len(v_info.shape) == len(t_info.shape) >= 1 and v_info.shape[1:] == t_info.shape[1:]
                 and (name.endswith(EMBED_SUFFIX) or name == LM_HEAD)):
             v_rows, t_rows = v_info.shape[0], t_info.shape[0]
             shared = min(v_rows, t_rows)
@@ -532,333 +207,202 @@ def plan_target(source, target_dir, output_dir, exclude, shared_vocab_rows):
                     f"{t_rows}; {what}. Pass --shared_vocab_rows to apply the vector to rows 0..{shared - 1} only "
                     f"(the target's other rows stay untouched) if token ids 0..{shared - 1} mean the same in both "
                     f"tokenizers, or --exclude to leave this tensor as the target's.")
-            plan.apply[name] = shared * _numel(t_info.shape[1:])
-            continue
-        raise TransferError(f"{name}: skill vector has shape {list(v_info.shape)} but target {target_dir} has "
-                            f"{list(t_info.shape)}")
+            plan.apply[name] = shared * numel(t_info.shape[1:])
+        else:
+            raise TransferError(f"{name}: skill vector has shape {list(v_info.shape)} but target {target_dir} has "
+                                f"{list(t_info.shape)}")
     if target.tied and not untie:
         plan.embeddings_note = ("tied embeddings kept tied: the embedding delta also acts as the lm_head delta"
-                                if source.tied else
+                                if skill.tied else
                                 "tied target kept tied: lm_head is excluded, the embeddings follow --exclude")
     elif untie:
         plan.embeddings_note = ("target was tied but the source models are not: the output is UNTIED "
                                 "(tie_word_embeddings=false) and stores lm_head = target embeddings + lm_head delta")
-    elif source.tied and LM_HEAD in stored:
-        plan.embeddings_note = ("source models are tied: the target's own lm_head received the embedding delta")
+    elif skill.tied and LM_HEAD in stored:
+        plan.embeddings_note = "source models are tied: the target's own lm_head received the embedding delta"
     else:
         plan.embeddings_note = "untied embeddings: lm_head and embeddings each received their own delta"
     return plan
 
 
-def check_outputs(plans, inputs, overwrite):
-    resolved_inputs = {Path(p).resolve() for p in inputs}
-    seen = set()
-    for plan in plans:
-        out = plan.output_dir.resolve()
-        if out in seen:
-            raise TransferError(f"output dir {plan.output_dir} is given twice")
-        seen.add(out)
-        for inp in resolved_inputs:
-            if out == inp or out in inp.parents:
-                raise TransferError(f"output dir {plan.output_dir} is (or contains) the input {inp}; "
-                                    "choose a new output dir")
-        if out.exists() and not overwrite:
-            raise TransferError(f"output dir {plan.output_dir} exists; pass --overwrite to replace it")
-
-
 # ----------------------------------------------------------------------------------------------
-# The streaming transfer: a reader thread, float32 math here, a writer thread
+# The transfer: out_j = target_j + Σ_k α_k·v_k, chunk by chunk, for every target of a run at once
 
-@dataclass
-class Chunk:
-    name: str
-    start: int
-    end: int
-    inputs: list          # uint8 buffers: one per vector stream, then one per target
-    outputs: list         # uint8 buffers, one per target
-    views: list = None
-    results: list = None
+class Transfer:
+    """The per-chunk computation of one run; `tensors()` and `compute` feed checkpoint_io.stream_chunks."""
 
+    def __init__(self, skill, plans):
+        self.skill, self.plans = skill, plans
+        self.delta, self.scratch, self.work = (torch.empty(BLOCK_ELEMENTS) for _ in range(3))
+        self.sumsq, self.changed = [0.0] * len(plans), [set() for _ in plans]
 
-def _check_finite(x, what):
-    # A sum is one fast pass; only when it is not finite do we look element-wise (a huge sum is legal).
-    if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
-        raise FloatingPointError(f"NaN or Inf in {what}; check the inputs (an exploded or corrupted checkpoint?)")
+    def tensors(self):
+        """(name, numel, inputs): the skill's streams (read only when some target receives the tensor),
+        then one stream per target; every tensor of any output, in the first target's order."""
+        for name in dict.fromkeys(n for plan in self.plans for n in plan.sources):
+            wanted = any(plan.apply.get(name, 0) for plan in self.plans)
+            vector = self.skill.inputs(name) if wanted else [None] * len(self.skill.streams)
+            targets = [(p.reader, p.sources[name]) if name in p.sources else None for p in self.plans]
+            yield name, max(r.info(s).numel for r, s in filter(None, targets)), vector + targets
 
-
-def _raise_on_sigterm(signum, frame):
-    raise KeyboardInterrupt("terminated (SIGTERM)")
-
-
-def transfer(source, plans, alpha=1.0, max_shard_size="5GB", quiet=False):
-    """Run the transfer for all targets at once; returns one summary dict per target."""
-    max_shard_size = parse_size(max_shard_size)
-    order = list(plans[0].sources)
-    for plan in plans[1:]:
-        order += [n for n in plan.sources if n not in order]
-    n_vec = len(source.readers)
-
-    def target_entries(plan):  # each output keeps its target's own tensor order
-        return [(n, plan.reader.info(s).dtype, plan.reader.info(s).shape) for n, s in plan.sources.items()]
-
-    max_item = lambda infos: max([i.itemsize for i in infos] + [1])
-    vec_item = [max_item([r.info(source.names[n][k]) for n in order if n in source.names
-                          for r in [source.readers[k]]]) for k in range(n_vec)]
-    tgt_item = [max_item([p.reader.info(s) for s in p.sources.values()]) for p in plans]
-    slots = queue.Queue()
-    for _ in range(3):  # one chunk being read, one computed, one written
-        slots.put(([torch.empty(CHUNK_ELEMENTS * i, dtype=torch.uint8) for i in vec_item + tgt_item],
-                   [torch.empty(CHUNK_ELEMENTS * i, dtype=torch.uint8) for i in tgt_item]))
-    delta32 = torch.empty(BLOCK_ELEMENTS, dtype=torch.float32)
-    out32 = torch.empty(BLOCK_ELEMENTS, dtype=torch.float32)
-
-    tmp_dirs, writers = [], []
-    stats = [dict(sumsq=0.0, changed=set(), copied=0, bytes=0) for _ in plans]
-    total_bytes = sum(sum(plan.reader.info(s).nbytes for s in plan.sources.values()) for plan in plans)
-    to_compute, to_write = queue.Queue(maxsize=2), queue.Queue(maxsize=2)
-    failure = []
-    stop = threading.Event()
-
-    def reader_loop():
-        try:
-            for name in order:
-                v_numel = source.info(name).numel if name in source.names else 0
-                t_numel = [p.reader.info(p.sources[name]).numel if name in p.sources else 0 for p in plans]
-                need_vec = any(p.apply.get(name, 0) for p in plans)
-                total = max(t_numel)
-                for start in range(0, max(total, 1), CHUNK_ELEMENTS):
-                    end = min(start + CHUNK_ELEMENTS, total)
-                    while True:
-                        try:
-                            inputs, outputs = slots.get(timeout=0.5)
-                            break
-                        except queue.Empty:
-                            if stop.is_set():
-                                return
-                    chunk = Chunk(name, start, end, inputs, outputs, views=[])
-                    for k in range(n_vec):
-                        vend = min(end, v_numel)
-                        chunk.views.append(source.readers[k].read_into(source.names[name][k], start, vend, inputs[k])
-                                           if need_vec and vend > start else None)
-                    for j, plan in enumerate(plans):
-                        tend = min(end, t_numel[j])
-                        chunk.views.append(plan.reader.read_into(plan.sources[name], start, tend, inputs[n_vec + j])
-                                           if tend > start else None)
-                    _put(to_compute, chunk)
-            _put(to_compute, None)
-        except BaseException as e:  # noqa: BLE001 - handed to the main thread
-            failure.append(e)
-            stop.set()
-
-    def writer_loop():
-        try:
-            while True:
-                chunk = _get(to_write)
-                if chunk is None:
-                    return
-                for j, result in enumerate(chunk.results):
-                    if result is not None:
-                        writers[j].write(chunk.name, result)
-                        stats[j]["bytes"] += result.numel()
-                        progress.update(result.numel())
-                slots.put((chunk.inputs, chunk.outputs))
-        except BaseException as e:  # noqa: BLE001
-            failure.append(e)
-            stop.set()
-
-    def _put(q, item):
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                pass
-
-    def _get(q):
-        while not stop.is_set():
-            try:
-                return q.get(timeout=0.5)
-            except queue.Empty:
-                pass
-        return None
-
-    def compute(chunk):
-        """out = target + alpha * delta for every target, block by block, in float32; one cast."""
-        vec = chunk.views[:n_vec]
-        m = vec[0].numel() if vec[0] is not None else 0
-        targets = chunk.views[n_vec:]
-        chunk.results = [None if t is None else chunk.outputs[j][: t.numel() * t.element_size()]
-                         for j, t in enumerate(targets)]
-        applied = [max(0, min(plan.apply.get(chunk.name, 0) - chunk.start, m)) for plan in plans]
-        for j, t in enumerate(targets):
-            if t is not None and (not t.dtype.is_floating_point or applied[j] < t.numel()):
-                # Bytes outside the applied range (excluded tensors, extra vocabulary rows) stay exact.
-                chunk.results[j][applied[j] * t.element_size():].copy_(t.view(torch.uint8)[applied[j] * t.element_size():])
-        for bs in range(0, max([t.numel() for t in targets if t is not None] + [0]), BLOCK_ELEMENTS):
-            be_vec = min(bs + BLOCK_ELEMENTS, m)
-            delta = delta32[: max(be_vec - bs, 0)]
-            if be_vec > bs:
-                delta.copy_(vec[0][bs:be_vec])
-                if n_vec == 2:
-                    delta.sub_(vec[1][bs:be_vec])  # float32 - bf16 upcasts exactly: = rl.float() - base.float()
-                if alpha != 1.0:
-                    delta.mul_(alpha)
+    def compute(self, name, start, end, blocks, outs):
+        n = len(self.skill.streams)
+        vector, targets = blocks[:n], blocks[n:]
+        length = vector[0].numel() if vector[0] is not None else 0
+        results, applied = [], []
+        for plan, t, out in zip(self.plans, targets, outs):
+            a = 0 if t is None else max(0, min(plan.apply.get(name, 0) - start, length))
+            result = None if t is None else out[: t.numel() * t.element_size()]
+            if t is not None and a < t.numel():  # excluded tensors, extra vocabulary rows: the target's bytes
+                if t.dtype.is_floating_point:
+                    check_finite(t[a:], f"{name} (target {plan.reader.path})")
+                result[a * t.element_size():].copy_(t.view(torch.uint8)[a * t.element_size():])
+            results.append(result)
+            applied.append(a)
+        for bs in range(0, max(applied), BLOCK_ELEMENTS):
+            be = min(bs + BLOCK_ELEMENTS, max(applied))
+            delta = self.skill.delta([v[bs:be] for v in vector], self.delta[: be - bs], self.scratch[: be - bs])
             sumsq = {}
-            for j, (plan, t) in enumerate(zip(plans, targets)):
-                if t is None or not t.dtype.is_floating_point:
+            for j, (plan, t, a) in enumerate(zip(self.plans, targets, applied)):
+                if a <= bs:
                     continue
-                be = min(bs + BLOCK_ELEMENTS, t.numel())
-                if be <= bs:
-                    continue
-                a = max(0, min(applied[j], be) - bs)  # applied elements of this block
-                o = out32[: be - bs]
-                o.copy_(t[bs:be])
-                if a:
-                    o[:a].add_(delta[:a])
-                    if a not in sumsq:
-                        sumsq[a] = float(torch.dot(delta[:a], delta[:a]))
-                    stats[j]["sumsq"] += sumsq[a]
-                    if sumsq[a] > 0:
-                        stats[j]["changed"].add(chunk.name)
-                _check_finite(o, f"{chunk.name} (target {plan.reader.path}, elements "
-                              f"{chunk.start + bs}..{chunk.start + be})")
-                if a:
-                    out = chunk.results[j].view(t.dtype)[bs:bs + a]
-                    out.copy_(o[:a])  # the one cast to the target's dtype
-                    if t.dtype not in (torch.float32, torch.bfloat16) and not torch.isfinite(out).all():
-                        raise FloatingPointError(f"{chunk.name}: the result overflows {t.dtype} "
-                                                 f"(target {plan.reader.path})")
+                e = min(be, a)
+                out = results[j].view(t.dtype)[bs:e]
+                work = add_delta(t[bs:e], delta[: e - bs], self.work[: e - bs], out)  # the one cast
+                check_finite(work, f"{name} (target {plan.reader.path}, elements {start + bs}..{start + e})")
+                if out.dtype not in (torch.float32, torch.bfloat16) and not torch.isfinite(out).all():
+                    raise FloatingPointError(f"{name}: the result overflows {out.dtype} (target {plan.reader.path})")
+                if e - bs not in sumsq:
+                    sumsq[e - bs] = float(torch.dot(delta[: e - bs], delta[: e - bs]))
+                self.sumsq[j] += sumsq[e - bs]
+                if sumsq[e - bs] > 0:
+                    self.changed[j].add(name)
+        return results
 
-    interrupted = signal.getsignal(signal.SIGTERM)
-    if threading.current_thread() is threading.main_thread():
-        # Turn SIGTERM into an exception so the temporary dirs are removed on the way out.
-        signal.signal(signal.SIGTERM, _raise_on_sigterm)
-    torch_threads = torch.get_num_threads()
-    # One compute thread: the reader and writer threads need the other cores, and with cache-sized
-    # blocks one core keeps up with the disk.
-    torch.set_num_threads(1)
+
+def stream_inherited(skill, plan):
+    """Yield (name, tensor) for every tensor the output of `plan` stores, computed by Transfer; closes
+    the readers at the end."""
+    transfer_ = Transfer(skill, [plan])
+    try:
+        tensors = list(transfer_.tensors())
+        buffers = read_buffers(tensors)
+        for name, total, inputs in tensors:
+            info = plan.reader.info(plan.sources[name])
+            result = torch.empty(info.shape, dtype=info.dtype)
+            flat, size = result.view(-1).view(torch.uint8), info.dtype.itemsize
+            for start in range(0, max(total, 1), CHUNK_ELEMENTS):
+                end = min(start + CHUNK_ELEMENTS, total)
+                transfer_.compute(name, start, end, read_chunk(inputs, start, end, buffers),
+                                  [flat[start * size: end * size]])
+            yield name, result
+    finally:
+        skill.close()
+        plan.reader.close()
+
+
+def inherited_tensors(target_model, skill_vectors, alphas=1.0, exclude=None, shared_vocab_rows=False):
+    """(name, tensor) for every stored tensor of target + Σ_k alphas[k]·skill_vectors[k], in the
+    target's dtype, one tensor at a time: exactly what inherit_weight.py would write with these
+    options. skill_vectors are saved vector files; alphas one per vector (or one for all). Every
+    check runs in this call, before the first tensor; a tied target that the vectors would untie is
+    refused (an engine that loaded it cannot hold a separate lm_head)."""
+    skill = SkillSource(skill_vectors=list(skill_vectors), alphas=alphas)
+    plan = plan_target(skill, target_model, None, re.compile(exclude) if exclude else None, shared_vocab_rows)
+    if plan.untie:
+        skill.close()
+        raise TransferError(f"target {target_model} ties lm_head to its embeddings but the skill vector has its "
+                            "own lm_head delta; a loaded tied model cannot take it: write the model with "
+                            "inherit_weight.py (its output is untied) and load that, or exclude 'lm_head'")
+    return stream_inherited(skill, plan)
+
+
+def transfer(skill, plans, max_shard_size="5GB", exclude=None, quiet=False):
+    """Write every plan's output in one streaming pass; returns one summary dict per target."""
+    run = Transfer(skill, plans)
+    total_bytes = sum(sum(p.reader.info(s).nbytes for s in p.sources.values()) for p in plans)
     progress = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="writing", disable=quiet, file=sys.stderr)
     t0 = time.perf_counter()
-    threads = []
     try:
-        for plan in plans:
-            tmp = fresh_tmp_dir(plan.output_dir)
-            tmp_dirs.append(tmp)
-            writers.append(ShardedWriter(tmp, target_entries(plan), max_shard_size))
-        threads = [threading.Thread(target=reader_loop, daemon=True), threading.Thread(target=writer_loop, daemon=True)]
-        for t in threads:
-            t.start()
-        while True:
-            chunk = _get(to_compute)
-            if chunk is None:
-                break
-            compute(chunk)
-            _put(to_write, chunk)
-        _put(to_write, None)
-        for t in threads:
-            t.join()
-        if failure:
-            raise failure[0]
-        if stop.is_set():
-            raise RuntimeError("transfer stopped")
-        for plan, writer, tmp in zip(plans, writers, tmp_dirs):
-            writer.finish()
-            copy_model_files(plan, tmp)
-        seconds = time.perf_counter() - t0
-        for plan, tmp in zip(plans, tmp_dirs):
-            publish_dir(tmp, plan.output_dir)
-        tmp_dirs = []
-    except BaseException:
-        stop.set()
-        for t in threads:
-            t.join(timeout=5)
-        for writer in writers:
-            writer.abort()
-        for tmp in tmp_dirs:
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_outputs([plan.output_dir for plan in plans]) as tmp_dirs:
+            writers = []
+            try:
+                for plan, tmp in zip(plans, tmp_dirs):
+                    provenance = {"target_model": str(plan.reader.path.resolve()), "skill": skill.provenance, "exclude": exclude}
+                    entries = [(n, plan.reader.info(s).dtype, plan.reader.info(s).shape) for n, s in plan.sources.items()]
+                    writers.append(ShardedWriter(tmp, entries, parse_size(max_shard_size),
+                                                 {"past_transfer": json.dumps(provenance)}))
+                stream_chunks(run.tensors(), run.compute, writers, on_write=progress.update)
+                for plan, writer, tmp in zip(plans, writers, tmp_dirs):
+                    writer.finish()
+                    copy_model_files(plan.reader.model_dir, tmp, {"tie_word_embeddings": False} if plan.untie else None)
+            finally:
+                for writer in writers:
+                    writer.close()
+            seconds = time.perf_counter() - t0
     finally:
         progress.close()
-        torch.set_num_threads(torch_threads)
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, interrupted)
-    summaries = []
-    for plan, st in zip(plans, stats):
-        summaries.append(dict(
-            target=str(plan.reader.path), output=str(plan.output_dir), alpha=alpha,
-            tensors=len(plan.sources), tensors_changed=len(st["changed"]),
-            excluded=sorted(plan.excluded), skill_norm=st["sumsq"] ** 0.5, bytes=st["bytes"],
-            seconds=seconds, embeddings=plan.embeddings_note))
-    return summaries
-
-
-def copy_model_files(plan, out_dir):
-    """Everything but the weights: config, generation config, tokenizer, chat template."""
-    src = plan.reader.model_dir
-    for f in src.iterdir():
-        if not f.is_file() or f.suffix in (".safetensors", ".bin", ".pt", ".pth") or f.name.endswith(".index.json"):
-            continue
-        shutil.copy2(f, out_dir / f.name)
-    if plan.untie:
-        config = json.loads((src / "config.json").read_text())
-        config["tie_word_embeddings"] = False
-        (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return [dict(target=str(p.reader.path), output=str(p.output_dir), alpha=skill.alphas, tensors=len(p.sources),
+                 tensors_changed=len(changed), excluded=sorted(p.excluded), skill_norm=sumsq ** 0.5,
+                 bytes=sum(p.reader.info(s).nbytes for s in p.sources.values()), seconds=seconds,
+                 embeddings=p.embeddings_note) for p, sumsq, changed in zip(plans, run.sumsq, run.changed)]
 
 
 # ----------------------------------------------------------------------------------------------
 # Entry point
 
-def inherit(target_models, output_dirs, grpo_model=None, base_model=None, skill_vector=None, alpha=1.0,
+def inherit(target_models, output_dirs, grpo_model=None, base_model=None, skill_vectors=(), alphas=1.0,
             exclude=None, overwrite=False, dry_run=False, shared_vocab_rows=False, max_shard_size="5GB",
             quiet=False):
-    """Write target + alpha * skill for every target; all checks run before anything is written.
+    """Write target + Σ alphas[k]·skill_k for every target; all checks run before anything is written.
 
-    Returns one summary dict per target (a plan without numbers when dry_run).
-    """
-    if len(target_models) != len(output_dirs):
+    Returns one summary dict per target (a plan without numbers when dry_run)."""
+    if len(target_models) != len(output_dirs) or not target_models:
         raise TransferError(f"{len(target_models)} target models but {len(output_dirs)} output dirs; "
                             "give one output dir per target")
-    if not target_models:
-        raise TransferError("no target models given")
     parse_size(max_shard_size)
-    exclude_re = re.compile(exclude) if exclude else None
-    source = SkillSource(grpo_model, base_model, skill_vector)
+    skill = SkillSource(grpo_model, base_model, skill_vectors, alphas)
     plans = []
     try:
         for target_dir, output_dir in zip(target_models, output_dirs):
-            plans.append(plan_target(source, target_dir, output_dir, exclude_re, shared_vocab_rows))
-        check_outputs(plans, [p for p in (grpo_model, base_model, skill_vector) if p] + list(target_models), overwrite)
+            plans.append(plan_target(skill, target_dir, output_dir, re.compile(exclude) if exclude else None,
+                                     shared_vocab_rows))
+        inputs = [p for p in (grpo_model, base_model, *skill_vectors) if p] + list(target_models)
+        check_output_paths([p.output_dir for p in plans], inputs, overwrite)
         if dry_run:
-            return [dict(target=str(p.reader.path), output=str(p.output_dir), alpha=alpha, tensors=len(p.sources),
+            return [dict(target=str(p.reader.path), output=str(p.output_dir), alpha=skill.alphas, tensors=len(p.sources),
                          tensors_receiving=sum(1 for v in p.apply.values() if v), excluded=sorted(p.excluded),
                          bytes=sum(p.reader.info(s).nbytes for s in p.sources.values()),
                          embeddings=p.embeddings_note, dry_run=True) for p in plans]
-        return transfer(source, plans, alpha=alpha, max_shard_size=max_shard_size, quiet=quiet)
+        return transfer(skill, plans, max_shard_size=max_shard_size, exclude=exclude, quiet=quiet)
     finally:
-        source.close()
+        skill.close()
         for plan in plans:
             plan.reader.close()
 
 
 def format_summary(s):
+    alpha = s["alpha"][0] if len(s["alpha"]) == 1 else s["alpha"]
     if s.get("dry_run"):
         return (f"[dry run] {s['target']} -> {s['output']}: {s['tensors']} tensors, {s['tensors_receiving']} would "
-                f"receive {s['alpha']} * skill, excluded {len(s['excluded'])}, {s['bytes'] / 1e9:.3f} GB to write; "
+                f"receive alpha={alpha} * skill, excluded {len(s['excluded'])}, {s['bytes'] / 1e9:.3f} GB to write; "
                 f"{s['embeddings']}")
     gbps = s["bytes"] / 1e9 / max(s["seconds"], 1e-9)
     return (f"{s['target']} -> {s['output']}: {s['tensors_changed']} of {s['tensors']} tensors changed, "
-            f"excluded {len(s['excluded'])}, ||alpha*skill|| = {s['skill_norm']:.6g}, {s['bytes'] / 1e9:.3f} GB "
-            f"written in {s['seconds']:.1f} s ({gbps:.2f} GB/s of output); {s['embeddings']}")
+            f"excluded {len(s['excluded'])}, ||alpha*skill|| = {s['skill_norm']:.6g} (alpha={alpha}), "
+            f"{s['bytes'] / 1e9:.3f} GB written in {s['seconds']:.1f} s ({gbps:.2f} GB/s of output); {s['embeddings']}")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grpo_model", help="the RL (GRPO) result: HF model dir or verl checkpoint dir")
     parser.add_argument("--base_model", help="the exact checkpoint RL started from")
-    parser.add_argument("--skill_vector", help="a saved skill vector (calc_delta_and_save.py) instead of rl/base")
+    parser.add_argument("--skill_vector", nargs="+", default=[], metavar="FILE",
+                        help="saved skill vectors (calc_delta_and_save.py) instead of rl/base; several are summed")
     parser.add_argument("--target_models", nargs="+", required=True, help="model dirs to add the skill to")
     parser.add_argument("--output_dirs", nargs="+", required=True, help="one new model dir per target")
-    parser.add_argument("--alpha", type=float, default=1.0, help="scale lambda of the skill vector (default 1.0)")
+    parser.add_argument("--alpha", nargs="+", type=float, default=[1.0],
+                        help="scale lambda of each skill vector, one per vector or one for all (default 1.0)")
     parser.add_argument("--exclude", help="regex: tensors whose names match keep the target's values "
                         "(e.g. 'embed_tokens|lm_head')")
     parser.add_argument("--shared_vocab_rows", action="store_true",
@@ -870,10 +414,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         summaries = inherit(args.target_models, args.output_dirs, grpo_model=args.grpo_model,
-                            base_model=args.base_model, skill_vector=args.skill_vector, alpha=args.alpha,
+                            base_model=args.base_model, skill_vectors=args.skill_vector, alphas=args.alpha,
                             exclude=args.exclude, overwrite=args.overwrite, dry_run=args.dry_run,
                             shared_vocab_rows=args.shared_vocab_rows, max_shard_size=args.max_shard_size)
-    except (TransferError, FileNotFoundError, FloatingPointError) as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for s in summaries:

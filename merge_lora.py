@@ -12,18 +12,16 @@ stays at a few tensors; the output dir is written under a temporary name and ren
 """
 
 import argparse
-import json
 import math
 import re
-import shutil
 import sys
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from inherit_weight import (CHUNK_ELEMENTS, CheckpointReader, ShardedWriter, TransferError, copy_model_files,
-                            fresh_tmp_dir, publish_dir, TargetPlan)
+from checkpoint_io import (CHUNK_ELEMENTS, USER_ERRORS, CheckpointError, CheckpointReader, ShardedWriter,
+                           atomic_outputs, check_output_paths, copy_model_files, read_json)
 
 PEFT_PREFIX = "base_model.model."
 
@@ -44,26 +42,26 @@ def read_adapter(adapter_dir):
     adapter_dir = Path(adapter_dir)
     config_file = adapter_dir / "adapter_config.json"
     if not config_file.exists():
-        raise TransferError(f"{adapter_dir} is not a PEFT adapter dir (no adapter_config.json)")
-    config = json.loads(config_file.read_text())
+        raise CheckpointError(f"{adapter_dir} is not a PEFT adapter dir (no adapter_config.json)")
+    config = read_json(config_file)
     if config.get("peft_type", "LORA") != "LORA":
-        raise TransferError(f"{adapter_dir}: peft_type {config.get('peft_type')} is not LoRA")
+        raise CheckpointError(f"{adapter_dir}: peft_type {config.get('peft_type')} is not LoRA")
     for key, bad, why in (("use_dora", True, "DoRA"), ("fan_in_fan_out", True, "fan_in_fan_out (Conv1D) layers")):
         if config.get(key) == bad:
-            raise TransferError(f"{adapter_dir}: {why} is not supported; merge with peft's merge_and_unload()")
+            raise CheckpointError(f"{adapter_dir}: {why} is not supported; merge with peft's merge_and_unload()")
     if config.get("bias", "none") != "none":
-        raise TransferError(f"{adapter_dir}: LoRA bias={config['bias']!r} is not supported (only 'none')")
+        raise CheckpointError(f"{adapter_dir}: LoRA bias={config['bias']!r} is not supported (only 'none')")
     if config.get("modules_to_save"):
-        raise TransferError(f"{adapter_dir}: modules_to_save {config['modules_to_save']} is not supported; "
-                            "merge with peft's merge_and_unload()")
+        raise CheckpointError(f"{adapter_dir}: modules_to_save {config['modules_to_save']} is not supported; "
+                              "merge with peft's merge_and_unload()")
     weights = [adapter_dir / n for n in ("adapter_model.safetensors", "adapter_model.bin") if (adapter_dir / n).exists()]
     if not weights:
-        raise TransferError(f"{adapter_dir}: no adapter_model.safetensors / adapter_model.bin")
+        raise CheckpointError(f"{adapter_dir}: no adapter_model.safetensors / adapter_model.bin")
     reader = CheckpointReader(weights[0])
     pairs, replacements = {}, {}
     for name in reader.names():
         if not name.startswith(PEFT_PREFIX):
-            raise TransferError(f"{weights[0]}: unexpected tensor {name} (not a LoRA weight)")
+            raise CheckpointError(f"{weights[0]}: unexpected tensor {name} (not a LoRA weight)")
         module = name[len(PEFT_PREFIX):]
         for a_suffix, b_suffix, kind in ((".lora_A.weight", ".lora_B.weight", "linear"),
                                          (".lora_embedding_A", ".lora_embedding_B", "embedding")):
@@ -71,7 +69,7 @@ def read_adapter(adapter_dir):
                 module = module[: -len(a_suffix)]
                 b_name = PEFT_PREFIX + module + b_suffix
                 if b_name not in reader.tensors:
-                    raise TransferError(f"{weights[0]}: {name} has no matching {b_name}")
+                    raise CheckpointError(f"{weights[0]}: {name} has no matching {b_name}")
                 pairs[module + ".weight"] = (name, b_name, kind, module)
                 break
         else:
@@ -79,11 +77,11 @@ def read_adapter(adapter_dir):
                 # Saved with save_embedding_layers: the layer's weight as trained, used instead of the base's.
                 replacements[module[: -len(".base_layer.weight")] + ".weight"] = name
             elif not (module.endswith(".lora_B.weight") or module.endswith(".lora_embedding_B")):
-                raise TransferError(f"{weights[0]}: unsupported adapter tensor {name} (DoRA magnitude, bias or "
-                                    "modules_to_save?); merge with peft's merge_and_unload()")
+                raise CheckpointError(f"{weights[0]}: unsupported adapter tensor {name} (DoRA magnitude, bias or "
+                                      "modules_to_save?); merge with peft's merge_and_unload()")
     for weight_name, name in replacements.items():
         if weight_name not in pairs:
-            raise TransferError(f"{weights[0]}: {name} belongs to no LoRA layer; merge with peft's merge_and_unload()")
+            raise CheckpointError(f"{weights[0]}: {name} belongs to no LoRA layer; merge with peft's merge_and_unload()")
     return config, reader, pairs, replacements
 
 
@@ -102,16 +100,12 @@ def merge_lora(base_model, lora_adapter, output_dir, overwrite=False, quiet=Fals
     base = CheckpointReader(base_model)
     try:
         if base.config is None:
-            raise TransferError(f"{base.model_dir} has no config.json")
-        for path in (Path(base_model), Path(lora_adapter)):
-            if output_dir.resolve() == path.resolve() or output_dir.resolve() in path.resolve().parents:
-                raise TransferError(f"output dir {output_dir} is (or contains) the input {path}")
-        if output_dir.exists() and not overwrite:
-            raise TransferError(f"output dir {output_dir} exists; pass --overwrite to replace it")
+            raise CheckpointError(f"{base.model_dir} has no config.json")
+        check_output_paths([output_dir], [base_model, lora_adapter], overwrite)
         missing = sorted(set(pairs) - set(base.names()))
         if missing:
-            raise TransferError(f"the adapter adapts weights the base model does not have: {missing[:5]} "
-                                f"(tied lm_head or another base model?)")
+            raise CheckpointError(f"the adapter adapts weights the base model does not have: {missing[:5]} "
+                                  f"(tied lm_head or another base model?)")
         scalings = {}
         for weight_name, (a_name, b_name, kind, module) in pairs.items():
             a_shape, b_shape = adapter.info(a_name).shape, adapter.info(b_name).shape
@@ -120,38 +114,30 @@ def merge_lora(base_model, lora_adapter, output_dir, overwrite=False, quiet=Fals
             w_shape = base.info(weight_name).shape
             expected = (b_shape[0], a_shape[1]) if kind == "linear" else (a_shape[1], b_shape[0])
             if a_shape[0] != rank or b_shape[1] != rank or tuple(w_shape) != expected:
-                raise TransferError(f"{module}: LoRA A {list(a_shape)} / B {list(b_shape)} (r={rank}) do not fit "
-                                    f"the base weight {list(w_shape)}; is this the adapter's base model?")
+                raise CheckpointError(f"{module}: LoRA A {list(a_shape)} / B {list(b_shape)} (r={rank}) do not fit "
+                                      f"the base weight {list(w_shape)}; is this the adapter's base model?")
             if weight_name in replacements and adapter.info(replacements[weight_name]).shape != w_shape:
-                raise TransferError(f"{replacements[weight_name]} has shape {list(adapter.info(replacements[weight_name]).shape)}"
-                                    f", the base's {weight_name} {list(w_shape)}: resized vocabularies are not supported")
+                raise CheckpointError(f"{replacements[weight_name]} has shape {list(adapter.info(replacements[weight_name]).shape)}"
+                                      f", the base's {weight_name} {list(w_shape)}: resized vocabularies are not supported")
             scalings[weight_name] = alpha / (math.sqrt(rank) if config.get("use_rslora") else rank)
 
         entries = [(n, base.info(n).dtype, base.info(n).shape) for n in base.names()]
-        tmp = fresh_tmp_dir(output_dir)
-        try:
-            writer = ShardedWriter(tmp, entries, 5 * 10**9)
-            buffer = torch.empty(CHUNK_ELEMENTS * 8, dtype=torch.uint8)
+        buffer = torch.empty(CHUNK_ELEMENTS * 8, dtype=torch.uint8)
+        with atomic_outputs([output_dir]) as [tmp], ShardedWriter(tmp, entries, 5 * 10**9) as writer:
             for name in tqdm(base.names(), desc="merging", unit="tensor", disable=quiet, file=sys.stderr):
-                info = base.info(name)
-                if name in pairs:
-                    a_name, b_name, kind, _ = pairs[name]
-                    weight = adapter.get(replacements[name]) if name in replacements else base.get(name)
-                    merged = merged_weight(weight, adapter.get(a_name), adapter.get(b_name), kind,
-                                           scalings[name], info.dtype)
-                    if not torch.isfinite(merged).all():
-                        raise FloatingPointError(f"NaN or Inf in the merged {name}")
-                    writer.write(name, merged.reshape(-1).view(torch.uint8))
+                if name not in pairs:
+                    for _, _, chunk in base.chunks(name, buffer):
+                        writer.write(name, chunk.view(torch.uint8))
                     continue
-                for start in range(0, info.numel, CHUNK_ELEMENTS):
-                    end = min(start + CHUNK_ELEMENTS, info.numel)
-                    writer.write(name, base.read_into(name, start, end, buffer).view(torch.uint8))
+                a_name, b_name, kind, _ = pairs[name]
+                weight = adapter.get(replacements[name]) if name in replacements else base.get(name)
+                merged = merged_weight(weight, adapter.get(a_name), adapter.get(b_name), kind, scalings[name],
+                                       base.info(name).dtype)
+                if not torch.isfinite(merged).all():
+                    raise FloatingPointError(f"NaN or Inf in the merged {name}")
+                writer.write(name, merged.reshape(-1).view(torch.uint8))
             writer.finish()
-            copy_model_files(TargetPlan(base, output_dir, untie=False), tmp)
-            publish_dir(tmp, output_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            copy_model_files(base.model_dir, tmp)
         return len(pairs)
     finally:
         base.close()
@@ -167,7 +153,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         n = merge_lora(args.base_model, args.lora_adapter, args.output_dir, args.overwrite)
-    except (TransferError, FileNotFoundError, FloatingPointError) as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"merged {n} LoRA weights into {args.output_dir}")

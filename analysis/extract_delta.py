@@ -8,7 +8,7 @@ For each tensor: layer index, module type, numel, ||delta||, ||base|| and ||delt
 the base model is known), mean |delta|, max |delta| and the share of entries with
 |delta| <= --near_zero. The output (CSV or JSON by suffix) has one row per tensor; a per-module
 summary is printed. `analysis.heatmap` draws the rows as a layers x module-types heatmap.
-Tensors are read chunk by chunk (the operator's CheckpointReader), so any model size works.
+Tensors are read chunk by chunk (checkpoint_io), so any model size works.
 """
 
 import argparse
@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from inherit_weight import CHUNK_ELEMENTS, CheckpointReader, SkillSource, TransferError
+from checkpoint_io import CHUNK_ELEMENTS, USER_ERRORS, CheckpointReader, effective_names
+from inherit_weight import SkillSource
 
 STAT_FIELDS = ["name", "layer", "module", "numel", "l2", "base_l2", "rel_l2", "mean_abs", "max_abs", "near_zero_frac"]
 LAYER_RE = re.compile(r"(?:^|\.)layers\.(\d+)\.(.+)$")
@@ -46,21 +47,16 @@ def layer_and_module(name):
 
 def delta_statistics(source, base=None, near_zero=1e-8, quiet=False):
     """One dict per tensor (STAT_FIELDS). `base`: a CheckpointReader for relative norms (optional)."""
-    delta32 = torch.empty(CHUNK_ELEMENTS, dtype=torch.float32)
     base32 = torch.empty(CHUNK_ELEMENTS, dtype=torch.float32)
-    buffers = [torch.empty(CHUNK_ELEMENTS * 8, dtype=torch.uint8) for _ in range(3)]
-    base_names = None
-    if base is not None:
-        base_names = {n: n for n in base.names()}
-        if base.tied:
-            base_names["lm_head.weight"] = next(n for n in base.names() if n.endswith("embed_tokens.weight"))
+    buffer = torch.empty(CHUNK_ELEMENTS * 8, dtype=torch.uint8)
+    base_names = effective_names(base) if base is not None else None
     rows = []
     for name in tqdm(source.vector_names(), desc="delta statistics", unit="tensor", disable=quiet, file=sys.stderr):
         if not source.info(name).dtype.is_floating_point:
             continue
         sumsq = base_sumsq = abs_sum = 0.0
         max_abs, near = 0.0, 0
-        for start, end, delta in source.iter_delta(name, delta32, buffers):
+        for start, end, delta in source.iter_delta(name):
             sumsq += float(torch.dot(delta, delta))
             absd = delta.abs_()  # in place: delta is not needed any more
             abs_sum += float(absd.sum(dtype=torch.float64))
@@ -68,7 +64,7 @@ def delta_statistics(source, base=None, near_zero=1e-8, quiet=False):
             near += int((absd <= near_zero).sum())
             if base_names is not None:
                 b = base32[: end - start]
-                b.copy_(base.read_into(base_names[name], start, end, buffers[2]))
+                b.copy_(base.read_into(base_names[name], start, end, buffer))
                 base_sumsq += float(torch.dot(b, b))
         numel = source.info(name).numel
         layer, module = layer_and_module(name)
@@ -127,13 +123,13 @@ def main(argv=None):
         parser.error("--output must end in .csv or .json")
     try:
         if args.skill_vector:
-            source = SkillSource(skill_vector=args.skill_vector)
+            source = SkillSource(skill_vectors=[args.skill_vector])
             base = CheckpointReader(args.base_model) if args.base_model else None
         else:
             source = SkillSource(args.grpo_model, args.base_model)
-            base = source.readers[1]
+            base = source.streams[1]
         rows = delta_statistics(source, base, args.near_zero)
-    except (TransferError, FileNotFoundError) as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     write_rows(rows, args.output)

@@ -24,7 +24,8 @@ import torch
 from tqdm import tqdm
 
 from analysis.extract_delta import layer_and_module
-from inherit_weight import CHUNK_ELEMENTS, SkillSource, TransferError
+from checkpoint_io import USER_ERRORS, CheckpointError
+from inherit_weight import SkillSource
 
 
 def cosine_table(sources, exclude=None, quiet=False):
@@ -34,21 +35,19 @@ def cosine_table(sources, exclude=None, quiet=False):
     for k, source in enumerate(sources[1:], 1):
         differ = sorted({n for n in source.vector_names() if keep(n)} ^ set(names))
         if differ:
-            raise TransferError(f"vectors 0 and {k} have different tensors: {differ[:5]}; use --exclude to leave "
+            raise CheckpointError(f"vectors 0 and {k} have different tensors: {differ[:5]}; use --exclude to leave "
                                 "them out")
     for name in names:
         shapes = {tuple(s.info(name).shape) for s in sources}
         if len(shapes) > 1:
-            raise TransferError(f"{name} has shapes {sorted(shapes)} in the vectors (different vocabularies?); "
+            raise CheckpointError(f"{name} has shapes {sorted(shapes)} in the vectors (different vocabularies?); "
                                 "use --exclude to leave it out")
     k = len(sources)
     dots = defaultdict(lambda: torch.zeros(k, k, dtype=torch.float64))
-    deltas = [torch.empty(CHUNK_ELEMENTS, dtype=torch.float32) for _ in sources]
-    buffers = [[torch.empty(CHUNK_ELEMENTS * 8, dtype=torch.uint8) for _ in range(2)] for _ in sources]
     for name in tqdm(names, desc="cosine", unit="tensor", disable=quiet, file=sys.stderr):
         layer, _ = layer_and_module(name)
         group = layer if layer is not None else "outside"
-        iters = [s.iter_delta(name, d, b) for s, d, b in zip(sources, deltas, buffers)]
+        iters = [s.iter_delta(name) for s in sources]
         for chunks in zip(*iters):
             matrix = torch.stack([c[2] for c in chunks])  # k x chunk, float32
             gram = (matrix @ matrix.T).double()
@@ -83,9 +82,9 @@ def main(argv=None):
     if len(labels) != len(specs):
         parser.error(f"{len(labels)} labels for {len(specs)} vectors")
     try:
-        sources = [SkillSource(skill_vector=s[1]) if s[0] == "vector" else SkillSource(*s[1]) for s in specs]
+        sources = [SkillSource(skill_vectors=[s[1]]) if s[0] == "vector" else SkillSource(*s[1]) for s in specs]
         table = cosine_table(sources, re.compile(args.exclude) if args.exclude else None)
-    except (TransferError, FileNotFoundError) as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     groups = group_order(next(iter(table.values())).keys())

@@ -71,7 +71,7 @@ def build_checkpoints(workdir, shapes, n_targets):
     """base, rl = base + 1e-3 noise, target_k = base + 1e-2 noise (bf16), each a loadable HF dir."""
     import torch
 
-    from inherit_weight import ShardedWriter
+    from checkpoint_io import ShardedWriter
 
     cfg = SHAPES[shapes]
     config = dict(architectures=["Qwen2ForCausalLM"], model_type="qwen2", hidden_act="silu",
@@ -176,7 +176,7 @@ def count_differing_tensors(out_dir, reference_dir):
     """How many tensors of out_dir differ from reference_dir (the exact result), bit for bit."""
     import torch
 
-    from inherit_weight import CheckpointReader
+    from checkpoint_io import CheckpointReader
 
     a, b = CheckpointReader(out_dir), CheckpointReader(reference_dir)
     differ = 0

@@ -3,31 +3,14 @@
 import csv
 import json
 import math
-import shutil
-from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
 from analysis import extract_delta, heatmap, save_cosine
 from analysis.extract_delta import layer_and_module, read_rows
 from calc_delta_and_save import save_skill_vector
-
-
-def load_state(model_dir):
-    state = {}
-    for f in sorted(Path(model_dir).glob("*.safetensors")):
-        state.update(load_file(f))
-    return state
-
-
-def perturbed_copy(src, dst, seed, scale=1e-2):
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.safetensors"))
-    g = torch.Generator().manual_seed(seed)
-    state = {n: (t.float() + torch.randn(t.shape, generator=g) * scale).to(t.dtype) for n, t in load_state(src).items()}
-    save_file(state, Path(dst) / "model.safetensors", metadata={"format": "pt"})
-    return Path(dst)
+from helpers import load_state, perturbed_copy
 
 
 @pytest.fixture(scope="module")

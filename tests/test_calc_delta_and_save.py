@@ -1,6 +1,9 @@
 """calc_delta_and_save.py: the saved skill vector is rl - base, exactly, with metadata the operator checks."""
 
+import hashlib
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,34 +13,19 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+import calc_delta_and_save
 from calc_delta_and_save import save_skill_vector
-from inherit_weight import TransferError
+from checkpoint_io import CheckpointError
+from helpers import load_state, perturbed_copy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_state(model_dir):
-    state = {}
-    for f in sorted(Path(model_dir).glob("*.safetensors")):
-        state.update(load_file(f))
-    return state
-
-
-def perturbed_copy(src, dst, seed):
-    import shutil
-
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.safetensors"))
-    g = torch.Generator().manual_seed(seed)
-    state = {n: (t.float() + torch.randn(t.shape, generator=g) * 1e-3).to(t.dtype) for n, t in load_state(src).items()}
-    save_file(state, Path(dst) / "model.safetensors", metadata={"format": "pt"})
-    return Path(dst)
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory, tiny_model, tiny_model_tied):
     root = tmp_path_factory.mktemp("delta")
-    return dict(base=tiny_model, rl=perturbed_copy(tiny_model, root / "rl", 1),
-                base_tied=tiny_model_tied, rl_tied=perturbed_copy(tiny_model_tied, root / "rl_tied", 2))
+    return dict(base=tiny_model, rl=perturbed_copy(tiny_model, root / "rl", 1, scale=1e-3),
+                base_tied=tiny_model_tied, rl_tied=perturbed_copy(tiny_model_tied, root / "rl_tied", 2, scale=1e-3))
 
 
 def test_float32_vector_is_exactly_rl_minus_base_with_metadata(pair, tmp_path):
@@ -52,10 +40,13 @@ def test_float32_vector_is_exactly_rl_minus_base_with_metadata(pair, tmp_path):
     with safe_open(out, "pt") as f:
         meta = f.metadata()
     config = json.loads((Path(pair["base"]) / "config.json").read_text())
-    fingerprint = json.loads(meta["config_fingerprint"])
-    assert fingerprint["hidden_size"] == config["hidden_size"] and fingerprint["vocab_size"] == config["vocab_size"]
-    assert meta["format"] == "pt" and meta["tensor_count"] == str(len(rl)) and meta["dtype"] == "float32"
-    assert meta["tied_embeddings"] == "false" and meta["grpo_model"] == str(pair["rl"])
+    assert json.loads(meta["architecture"]) == {k: config[k] for k in (
+        "model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+        "intermediate_size")}
+    assert meta["format"] == "pt" and meta["dtype"] == "float32" and meta["tied_embeddings"] == "false"
+    assert meta["grpo_model"] == str(pair["rl"].resolve()) and meta["base_model"] == str(Path(pair["base"]).resolve())
+    header_len = int.from_bytes(out.read_bytes()[:8], "little")
+    assert meta["fingerprint"] == "sha256:" + hashlib.sha256(out.read_bytes()[8 + header_len:]).hexdigest()
     assert [p.name for p in out.parent.iterdir()] == ["skill.safetensors"]  # no temporary file left
 
 
@@ -89,11 +80,11 @@ def test_pth_format_as_in_the_original_release(pair, tmp_path):
 
 
 def test_errors_before_writing(pair, tmp_path):
-    with pytest.raises(TransferError, match=r"\.safetensors .*or \.pth"):
+    with pytest.raises(CheckpointError, match=r"\.safetensors .*or \.pth"):
         save_skill_vector(pair["rl"], pair["base"], tmp_path / "skill.npz", quiet=True)
     existing = tmp_path / "skill.safetensors"
     existing.write_bytes(b"old")
-    with pytest.raises(TransferError, match="--overwrite"):
+    with pytest.raises(CheckpointError, match="--overwrite"):
         save_skill_vector(pair["rl"], pair["base"], existing, quiet=True)
     assert existing.read_bytes() == b"old"
     pruned = tmp_path / "pruned"
@@ -101,7 +92,7 @@ def test_errors_before_writing(pair, tmp_path):
     state = load_file(pruned / "model.safetensors")
     del state["model.layers.1.self_attn.o_proj.weight"]
     save_file(state, pruned / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(TransferError, match=r"tensor names differ: .*only in base .*layers.1.self_attn.o_proj"):
+    with pytest.raises(CheckpointError, match=r"tensor names differ: .*only in base .*layers.1.self_attn.o_proj"):
         save_skill_vector(pruned, pair["base"], tmp_path / "pruned.safetensors", quiet=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pruned", "skill.safetensors"]
 
@@ -128,3 +119,21 @@ def test_cli(pair, tmp_path):
                            "--base_model", str(pair["base"]), "--output", str(out)],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "--overwrite" in proc.stderr
+
+
+@pytest.mark.parametrize("case", ["truncated", "config"])
+def test_damaged_source_is_refused_with_one_line(pair, tmp_path, capsys, case):
+    damaged = tmp_path / "rl"
+    shutil.copytree(pair["rl"], damaged)
+    if case == "truncated":
+        raw = (damaged / "model.safetensors").read_bytes()
+        (damaged / "model.safetensors").write_bytes(raw[:-10])
+        message = rf"{damaged / 'model.safetensors'} is truncated: tensor \S+ ends at byte {len(raw)}"
+    else:
+        (damaged / "config.json").write_text("{not json")
+        message = rf"{damaged / 'config.json'} is not valid JSON"
+    out = tmp_path / "vectors" / "skill.safetensors"
+    rc = calc_delta_and_save.main(["--grpo_model", str(damaged), "--base_model", str(pair["base"]), "--output", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and re.search(message, err), err
+    assert not out.parent.exists()

@@ -2,8 +2,9 @@
 
 import json
 import os
-import shutil
+import re
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -14,24 +15,17 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+import checkpoint_io
 import inherit_weight
 from calc_delta_and_save import save_skill_vector
-from inherit_weight import TransferError, inherit
+from checkpoint_io import CheckpointError
+from helpers import load_state, perturbed_copy
+from inherit_weight import TransferError, add_delta, inherit, inherited_tensors, skill_delta
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 # ---- independent helpers: plain safetensors/torch loading, the formula written out once more
-
-def load_state(model_dir):
-    model_dir = Path(model_dir)
-    state = {}
-    for f in sorted(model_dir.glob("*.safetensors")):
-        state.update(load_file(f))
-    for f in sorted(model_dir.glob("pytorch_model*.bin")):
-        state.update(torch.load(f, weights_only=True))
-    return state
-
 
 def as_loaded(model_dir):
     """The tensors as transformers uses them: a tied model's lm_head is its embeddings."""
@@ -54,14 +48,12 @@ def assert_bit_identical(actual, expected):
 
 
 def write_variant(src, dst, seed, scale=1e-2, edit=None, config_edit=None):
-    """A copy of model dir `src` with perturbed weights (one model.safetensors)."""
-    src, dst = Path(src), Path(dst)
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "*.index.json"))
-    g = torch.Generator().manual_seed(seed)
-    state = {n: (t.float() + torch.randn(t.shape, generator=g) * scale).to(t.dtype) for n, t in load_state(src).items()}
+    """perturbed_copy, then `edit(state)` on its tensors and `config_edit(config)` on its config."""
+    dst = perturbed_copy(src, dst, seed, scale)
     if edit:
+        state = load_file(dst / "model.safetensors")
         edit(state)
-    save_file(state, dst / "model.safetensors", metadata={"format": "pt"})
+        save_file(state, dst / "model.safetensors", metadata={"format": "pt"})
     if config_edit:
         config = json.loads((dst / "config.json").read_text())
         config_edit(config)
@@ -91,7 +83,7 @@ def models(tmp_path_factory, tiny_model, tiny_model_tied):
 def test_bit_identical_on_every_checkpoint_format(models, tiny_model_sharded, tiny_model_bin, tmp_path):
     targets = [models["target"], tiny_model_sharded, tiny_model_bin]
     outputs = [tmp_path / f"out{k}" for k in range(3)]
-    summaries = inherit(targets, outputs, grpo_model=models["rl"], base_model=models["base"], alpha=0.7,
+    summaries = inherit(targets, outputs, grpo_model=models["rl"], base_model=models["base"], alphas=0.7,
                         max_shard_size="300KB", quiet=True)
     rl, base = load_state(models["rl"]), load_state(models["base"])
     for target, out, summary in zip(targets, outputs, summaries):
@@ -101,9 +93,14 @@ def test_bit_identical_on_every_checkpoint_format(models, tiny_model_sharded, ti
         shards = sorted(out.glob("model-*-of-*.safetensors"))
         assert len(shards) > 1 and set(index["weight_map"].values()) == {s.name for s in shards}
         assert index["metadata"]["total_size"] == sum(t.numel() * t.element_size() for t in load_state(out).values())
-        for shard in shards:
+        for shard in shards:  # format=pt (transformers checks it) and where the weights came from
             with safe_open(shard, "pt") as f:
-                assert f.metadata() == {"format": "pt"}
+                metadata = f.metadata()
+            assert metadata["format"] == "pt" and set(metadata) == {"format", "past_transfer"}
+            assert json.loads(metadata["past_transfer"]) == {
+                "target_model": str(Path(target).resolve()), "exclude": None,
+                "skill": [{"grpo_model": str(models["rl"].resolve()), "base_model": str(Path(models["base"]).resolve()),
+                           "alpha": 0.7}]}
         for name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                      "chat_template.jinja"):
             assert (out / name).read_bytes() == (Path(target) / name).read_bytes()
@@ -118,7 +115,7 @@ def test_applying_the_vector_to_base_gives_rl_and_alpha_zero_gives_target(models
             grpo_model=models["rl"], base_model=models["base"], quiet=True)
     assert_bit_identical(load_state(tmp_path / "rl_again"), load_state(models["rl"]))
     inherit([models["target"]], [tmp_path / "zero"], grpo_model=models["rl"], base_model=models["base"],
-            alpha=0.0, quiet=True)
+            alphas=0.0, quiet=True)
     assert_bit_identical(load_state(tmp_path / "zero"), load_state(models["target"]))
 
 
@@ -184,22 +181,85 @@ def test_saved_skill_vector_equals_direct_path(models, tmp_path, suffix, sources
     vector = tmp_path / f"skill{suffix}"
     save_skill_vector(rl, base, vector, quiet=True)
     inherit([models["target"], models["target_tied"]], [tmp_path / "direct0", tmp_path / "direct1"],
-            grpo_model=rl, base_model=base, alpha=0.5, quiet=True)
+            grpo_model=rl, base_model=base, alphas=0.5, quiet=True)
     inherit([models["target"], models["target_tied"]], [tmp_path / "vec0", tmp_path / "vec1"],
-            skill_vector=vector, alpha=0.5, quiet=True)
+            skill_vectors=[vector], alphas=[0.5], quiet=True)
     for k in range(2):
-        for f in (tmp_path / f"direct{k}").iterdir():
+        assert_bit_identical(load_state(tmp_path / f"vec{k}"), load_state(tmp_path / f"direct{k}"))
+        for f in (tmp_path / f"direct{k}").glob("*.json"):
             assert (tmp_path / f"vec{k}" / f.name).read_bytes() == f.read_bytes()
 
 
-def test_saved_skill_vector_is_checked_against_the_target(models, tmp_path):
-    vector = tmp_path / "skill.safetensors"
-    save_skill_vector(models["rl"], models["base"], vector, quiet=True)
-    other_arch = write_variant(models["target"], tmp_path / "other_arch", seed=5,
+@pytest.fixture(scope="module")
+def two_vectors(models, tmp_path_factory):
+    """Two float32 skill vectors from the same base (rl - base and rl2 - base)."""
+    root = tmp_path_factory.mktemp("two_vectors")
+    rl2 = perturbed_copy(models["base"], root / "rl2", seed=13, scale=2e-3)
+    save_skill_vector(models["rl"], models["base"], root / "v1.safetensors", quiet=True)
+    save_skill_vector(rl2, models["base"], root / "v2.safetensors", quiet=True)
+    return root / "v1.safetensors", root / "v2.safetensors"
+
+
+def test_two_vectors_equal_an_independent_float32_reference(models, two_vectors, tmp_path, capsys):
+    v1, v2 = two_vectors
+    outs = [tmp_path / "untied", tmp_path / "was_tied"]
+    rc = inherit_weight.main(["--skill_vector", str(v1), str(v2), "--alpha", "0.7", "-0.4", "--target_models",
+                              str(models["target"]), str(models["target_tied"]), "--output_dirs", *map(str, outs)])
+    assert rc == 0, capsys.readouterr().err
+    a, b = load_file(v1), load_file(v2)  # float32 vectors, as saved
+    for target, out in zip((models["target"], models["target_tied"]), outs):
+        expected = {n: (t.float() + (0.7 * a[n] + -0.4 * b[n])).to(t.dtype) for n, t in as_loaded(target).items()}
+        assert_bit_identical(load_state(out), expected)
+        with safe_open(out / "model.safetensors", "pt") as f:
+            recorded = json.loads(f.metadata()["past_transfer"])
+        assert [(s["skill_vector"], s["alpha"]) for s in recorded["skill"]] == [(str(v1), 0.7), (str(v2), -0.4)]
+        for s, v in zip(recorded["skill"], (v1, v2)):
+            with safe_open(v, "pt") as f:
+                assert s["fingerprint"] == f.metadata()["fingerprint"] and s["fingerprint"].startswith("sha256:")
+    # The tied target received a separate lm_head delta, so it is written untied.
+    assert json.loads((outs[1] / "config.json").read_text())["tie_word_embeddings"] is False
+
+
+def _vector_cases(models, two_vectors, tmp_path):
+    v1, v2 = two_vectors
+
+    def edited(edit):
+        state = load_file(v1)
+        with safe_open(v1, "pt") as f:
+            metadata = f.metadata()
+        edit(state)
+        save_file(state, tmp_path / "edited.safetensors", metadata=metadata)
+        return [tmp_path / "edited.safetensors"]
+
+    def reshaped(state):
+        state["model.layers.0.mlp.up_proj.weight"] = state["model.layers.0.mlp.up_proj.weight"][:-1].clone()
+
+    other_arch = write_variant(models["target"], tmp_path / "heads", seed=5,
                                config_edit=lambda c: c.update(num_attention_heads=1, num_key_value_heads=1))
-    with pytest.raises(TransferError, match="num_attention_heads"):
-        inherit([other_arch], [tmp_path / "out"], skill_vector=vector, quiet=True)
-    assert not (tmp_path / "out").exists()
+    return {
+        "names": (lambda: edited(lambda s: s.pop("model.layers.1.self_attn.o_proj.weight")), None,
+                  r"only in target .*model.layers.1.self_attn.o_proj.weight"),
+        "shapes": (lambda: edited(reshaped), None, r"model.layers.0.mlp.up_proj.weight: skill vector has shape"),
+        "architecture": (lambda: [v1], other_arch, "config mismatch: num_attention_heads = 2 in skill vector"),
+        "vectors_differ": (lambda: [v1] + edited(reshaped), None, r"up_proj.weight: shape .* in skill vector"),
+        "alphas": (lambda: [v1, v2], None, r"give one finite value per skill vector \(2\)"),
+    }
+
+
+@pytest.mark.parametrize("case", ["names", "shapes", "architecture", "vectors_differ", "alphas"])
+def test_mismatched_vectors_are_refused_before_anything_is_written(models, two_vectors, tmp_path, case, capsys):
+    make_vectors, target, message = _vector_cases(models, two_vectors, tmp_path)[case]
+    vectors = make_vectors()
+    alphas = ["1", "2", "3"] if case == "alphas" else ["1"]
+    out_parent = tmp_path / "outs"
+    rc = inherit_weight.main(["--skill_vector", *map(str, vectors), "--alpha", *alphas, "--target_models",
+                              str(target or models["target"]), "--output_dirs", str(out_parent / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert re.search(message, err), err
+    assert not out_parent.exists()
+    with pytest.raises(CheckpointError, match=message):  # the streaming API checks the same, at call time
+        inherited_tensors(target or models["target"], vectors, [1.0, 2.0, 3.0] if case == "alphas" else 1.0)
 
 
 def test_exclude_keeps_the_targets_tensors(models, tmp_path):
@@ -286,18 +346,60 @@ def test_bad_inputs_fail_before_any_output_exists(models, tmp_path, case):
     args = dict(target=models["target"], grpo_model=models["rl"], output=tmp_path / "out")
     args.update(made if isinstance(made, dict) else {"target": made})
     before = sorted(Path(args["output"]).parent.iterdir()) if Path(args["output"]).parent.exists() else []
-    with pytest.raises((TransferError, FileNotFoundError, FloatingPointError), match=message):
+    with pytest.raises(checkpoint_io.USER_ERRORS, match=message):
         inherit([args["target"]], [args["output"]], grpo_model=args["grpo_model"], base_model=models["base"],
                 quiet=True)
     assert not (tmp_path / "out").exists()
     assert sorted(Path(args["output"]).parent.iterdir()) == before  # no temporary dir left behind
 
 
+def _damage(case, target, tmp_path):
+    """A copy of a target damaged the way a user meets it; returns (model dir, expected message)."""
+    damaged = tmp_path / f"damaged_{case}"
+    shutil.copytree(target, damaged)
+    if case == "config":
+        (damaged / "config.json").write_text('{"model_type": "qwen2", "hidden_size": 128,')
+        return damaged, rf"{damaged / 'config.json'} is not valid JSON"
+    if case == "missing_shard":
+        shard = sorted(damaged.glob("model-*.safetensors"))[-1]
+        shard.unlink()
+        return damaged, rf"puts tensor \S+ in {shard.name}, which is missing from {damaged}"
+    file = damaged / "model.safetensors"
+    raw = file.read_bytes()
+    header_len = int.from_bytes(raw[:8], "little")
+    if case == "truncated":  # a partial copy: the last 1000 bytes are missing
+        file.write_bytes(raw[:-1000])
+        header = json.loads(raw[8:8 + header_len])
+        ends = sorted((8 + header_len + e["data_offsets"][1], n) for n, e in header.items() if n != "__metadata__")
+        end, first_cut = next((end, n) for end, n in ends if end > len(raw) - 1000)
+        return damaged, (rf"{file} is truncated: tensor {re.escape(first_cut)} ends at byte {end} but the file "
+                         rf"has {len(raw) - 1000} bytes")
+    file.write_bytes(raw[:8] + b"\xff" * 16 + raw[24:])  # bytes of the JSON header overwritten
+    return damaged, rf"{file}: the safetensors header is not valid JSON"
+
+
+@pytest.mark.parametrize("case", ["truncated", "header", "missing_shard", "config"])
+@pytest.mark.parametrize("role", ["target", "grpo_model"])
+def test_damaged_checkpoint_is_refused_while_planning(models, tiny_model_sharded, tmp_path, case, role, capsys):
+    source = tiny_model_sharded if case == "missing_shard" else models["target" if role == "target" else "rl"]
+    damaged, message = _damage(case, Path(source), tmp_path)
+    inputs = {"target": models["target"], "grpo_model": models["rl"], role: damaged}
+    if case == "missing_shard" and role == "grpo_model":
+        inputs["target"] = tiny_model_sharded
+    out_parent = tmp_path / "outs"
+    rc = inherit_weight.main(["--grpo_model", str(inputs["grpo_model"]), "--base_model", str(models["base"]),
+                              "--target_models", str(inputs["target"]), "--output_dirs", str(out_parent / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1, err  # one line, no traceback
+    assert re.search(message, err), err
+    assert not out_parent.exists()
+
+
 def test_existing_output_needs_overwrite(models, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.txt").write_text("previous result")
-    with pytest.raises(TransferError, match="--overwrite"):
+    with pytest.raises(CheckpointError, match="--overwrite"):
         inherit([models["target"]], [out], grpo_model=models["rl"], base_model=models["base"], quiet=True)
     assert (out / "old.txt").exists()
     inherit([models["target"]], [out], grpo_model=models["rl"], base_model=models["base"], overwrite=True, quiet=True)
@@ -328,7 +430,7 @@ def test_verl_checkpoint_dir_with_hf_weights(models, tmp_path):
 
 
 def test_injected_failure_mid_write_leaves_nothing(models, tmp_path, monkeypatch):
-    real_write, calls = inherit_weight.ShardedWriter.write, []
+    real_write, calls = checkpoint_io.ShardedWriter.write, []
 
     def failing_write(self, name, data):
         calls.append(name)
@@ -336,7 +438,7 @@ def test_injected_failure_mid_write_leaves_nothing(models, tmp_path, monkeypatch
             raise OSError("No space left on device (injected)")
         return real_write(self, name, data)
 
-    monkeypatch.setattr(inherit_weight.ShardedWriter, "write", failing_write)
+    monkeypatch.setattr(checkpoint_io.ShardedWriter, "write", failing_write)
     with pytest.raises(OSError, match="injected"):
         inherit([models["target"], models["target_tied"]], [tmp_path / "a", tmp_path / "b"],
                 grpo_model=models["rl"], base_model=models["base"], quiet=True)
@@ -411,3 +513,41 @@ def test_float32_target_from_bf16_sources(models, tmp_path):
     assert all(t.dtype == torch.float32 for t in out32.values())
     assert_bit_identical(out32, reference(load_state(target32), rl, base))
     assert_bit_identical(load_state(tmp_path / "out16"), reference(load_state(models["target"]), rl, base))
+
+
+def test_block_math_is_float32_with_one_cast():
+    g = torch.Generator().manual_seed(0)
+    target, rl, base, saved = (torch.randn(1000, generator=g).to(torch.bfloat16) for _ in range(4))
+    saved = saved.float() * 1e-2
+    out, scratch, work = torch.empty(1000), torch.empty(1000), torch.empty(1000)
+    delta = skill_delta([(rl, base), (saved,)], [0.5, -2.0], out, scratch)
+    assert torch.equal(delta, 0.5 * (rl.float() - base.float()) + -2.0 * saved)
+    result = torch.empty(1000, dtype=torch.bfloat16)
+    add_delta(target, delta, work, result)
+    assert torch.equal(result, (target.float() + delta).to(torch.bfloat16))
+    # Doing the sum in bf16 instead would round differently: the single cast matters.
+    assert not torch.equal(result, target + delta.to(torch.bfloat16))
+    # rl - base with alpha 1, added to base, gives rl back exactly.
+    add_delta(base, skill_delta([(rl, base)], [1.0], out, scratch), work, result)
+    assert torch.equal(result, rl)
+
+
+def test_inherited_tensors_are_what_the_cli_writes(models, two_vectors, tmp_path):
+    v1, v2 = two_vectors
+    tied_vector = tmp_path / "tied.safetensors"
+    save_skill_vector(models["rl_tied"], models["base_tied"], tied_vector, quiet=True)
+    for target, vectors, alphas in ((models["target"], [v1, v2], [0.7, -0.4]),
+                                    (models["target_tied"], [tied_vector], [-1.5])):
+        out = tmp_path / f"out_{Path(target).name}"
+        inherit([target], [out], skill_vectors=vectors, alphas=alphas, quiet=True)
+        streamed = inherited_tensors(target, vectors, alphas)
+        names = []
+        for name, tensor in streamed:
+            names.append(name)
+            assert torch.equal(tensor.view(torch.uint8), load_state(out)[name].view(torch.uint8)), name
+        assert names == list(load_state(target))  # every stored tensor, in the target's order
+    # Checks run at call time, before the first tensor: a tied target would be untied by this vector.
+    with pytest.raises(TransferError, match="ties lm_head to its embeddings"):
+        inherited_tensors(models["target_tied"], [v1], 1.0)
+    assert len(list(inherited_tensors(models["target_tied"], [v1], 1.0, exclude="lm_head"))) == len(
+        load_state(models["target_tied"]))
