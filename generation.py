@@ -17,12 +17,12 @@ backend sends the messages and the server applies the same template. Greedy deco
 
 import asyncio
 import os
-from pathlib import Path
 
 from tqdm import tqdm
 
+from utils import read_openai_key
+
 BACKENDS = ("hf", "vllm", "openai")
-API_KEY_FILE = Path(__file__).resolve().parent / "openai_api_key.txt"
 
 
 def make_generator(backend, model, **options):
@@ -148,8 +148,7 @@ class OpenAIGenerator:
         self.model = model
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
         # Local servers (vllm serve, transformers serve) accept any key. Never logged.
-        key_file = API_KEY_FILE.read_text(encoding="utf-8").strip() if API_KEY_FILE.is_file() else ""
-        self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or key_file or "EMPTY"
+        self.api_key = api_key or read_openai_key() or "EMPTY"
         self.concurrency = concurrency
         self.timeout = timeout
 

@@ -1,12 +1,11 @@
 """Every prompt template PaST uses, in one place: stage-1 tasks (summary, recall, continue),
-the QA proposers (JSON list, or questions-then-answers), the closed-book solver, and the judge with its strict verdict parser.
+the QA proposers (JSON list, or questions-then-answers), the closed-book solver, and the
+judge's graders by name (their verdict rules are in judge.py).
 
 Templates are plain `str.format` strings; each has a small function that fills it, so callers
 never format templates themselves. This module imports nothing heavy: the reward function
 and the judge server import it.
 """
-
-import re
 
 # --- Stage 1: inject the passage's knowledge -------------------------------------------------
 
@@ -47,6 +46,10 @@ QUESTIONS_TEMPLATE = (
     "Excerpt:\n{chunk}"
 )
 
+# The `cloze` proposer (prepare_data/cloze.py, no model): a sentence of the document with one
+# span blanked; the answer is the span.
+CLOZE_TEMPLATE = "Fill in the blank in this sentence from \"{title}\": {sentence}"
+
 # Closed-book: the model must answer from what it learned, not from a context.
 SOLVER_TEMPLATE = (
     "Answer the following question about \"{title}\" from your knowledge of that document. "
@@ -66,15 +69,15 @@ CONTEXT_SOLVER_TEMPLATE = (
     "Long text:\n{context}\n\nQuestion: {question}\nAnswer:"
 )
 
-# --- Judge --------------------------------------------------------------------------------
+# --- Judge graders (a request's "grader"; judge.py holds each one's verdict rule) ---------
 
-# The LooGLE / SEAL grader convention: yes/no against the gold answer, style ignored, extra
+# loogle: the LooGLE convention: yes/no against the gold answer, style ignored, extra
 # information allowed only if it does not contradict the gold answer.
-JUDGE_SYSTEM_PROMPT = (
+LOOGLE_JUDGE_SYSTEM_PROMPT = (
     "You are a strict grader. You decide whether a response answers a question correctly, "
     "judged only against the gold answer."
 )
-JUDGE_TEMPLATE = (
+LOOGLE_JUDGE_TEMPLATE = (
     "Question: {question}\n"
     "Gold answer: {reference}\n"
     "Response: {response}\n\n"
@@ -83,6 +86,23 @@ JUDGE_TEMPLATE = (
     "answer. A response that hedges between several answers, refuses, or is empty is wrong.\n"
     "Reply with exactly one word: yes or no."
 )
+
+# squad: SEAL's grading protocol for SQuAD knowledge incorporation, in this project's words.
+SQUAD_JUDGE_SYSTEM_PROMPT = "You grade a student's answer to a question by comparing it with the gold answer."
+SQUAD_JUDGE_TEMPLATE = (
+    "Question: {question}\n"
+    "Gold answer: {reference}\n"
+    "Student answer: {response}\n\n"
+    "Judging solely by the gold answer, is the student answer correct? The student answer may "
+    "say more than the gold answer, as long as it conveys the gold answer and does not "
+    "contradict it. Style, phrasing and length do not matter.\n"
+    "Reply with yes or no only."
+)
+
+JUDGE_PROMPTS = {
+    "loogle": (LOOGLE_JUDGE_SYSTEM_PROMPT, LOOGLE_JUDGE_TEMPLATE),
+    "squad": (SQUAD_JUDGE_SYSTEM_PROMPT, SQUAD_JUDGE_TEMPLATE),
+}
 
 
 def summary_prompt(title, chunk):
@@ -105,6 +125,10 @@ def questions_prompt(title, chunk, n_questions):
     return QUESTIONS_TEMPLATE.format(title=title, chunk=chunk, n_questions=n_questions)
 
 
+def cloze_question(title, sentence):
+    return CLOZE_TEMPLATE.format(title=title, sentence=sentence)
+
+
 def solver_prompt(title, question):
     return SOLVER_TEMPLATE.format(title=title, question=question)
 
@@ -117,31 +141,12 @@ def context_solver_prompt(context, question):
     return CONTEXT_SOLVER_TEMPLATE.format(context=context, question=question)
 
 
-def judge_messages(question, reference, response):
-    """Chat messages for one judge call (OpenAI chat-completions format)."""
+def judge_messages(question, reference, response, grader="loogle"):
+    """Chat messages for one judge call under `grader` (OpenAI chat-completions format)."""
+    if grader not in JUDGE_PROMPTS:
+        raise ValueError(f"unknown grader {grader!r}: known graders are {', '.join(JUDGE_PROMPTS)}")
+    system, template = JUDGE_PROMPTS[grader]
     return [
-        {"role": "system", "content": JUDGE_SYSTEM_PROMPT},
-        {"role": "user", "content": JUDGE_TEMPLATE.format(question=question, reference=reference, response=response)},
+        {"role": "system", "content": system},
+        {"role": "user", "content": template.format(question=question, reference=reference, response=response)},
     ]
-
-
-_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
-_VERDICT_WORD = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
-
-
-def parse_verdict(text):
-    """The judge's yes/no as True/False; None when the reply is not a clear verdict.
-
-    Strict: the reply must contain exactly one of the two words (any case, surrounding
-    punctuation or markdown allowed, e.g. "**Yes**." or "Verdict: no"). Both words ("yes, no"),
-    neither word, or an empty reply are not verdicts — the caller counts them as parse failures
-    instead of guessing.
-    """
-    if not text:
-        return None
-    # A reasoning judge (e.g. Qwen3 behind --backend vllm) may weigh both words while thinking.
-    text = _THINK_BLOCK.sub("", text)
-    words = {m.group(1).lower() for m in _VERDICT_WORD.finditer(text)}
-    if len(words) != 1:
-        return None
-    return words.pop() == "yes"

@@ -1,36 +1,54 @@
 """PaST judge server: decides whether a response answers a question the way the reference does.
 
-GRPO calls it for every rollout (through reward_function.py) and the LooGLE evaluation uses it
-for accuracy, so it is async end to end, bounds its backend calls, judges identical items once
+GRPO calls it for every rollout (through reward_function.py) and the evaluations use it for
+accuracy, so it is async end to end, bounds its backend calls, judges identical items once
 (LRU cache + de-duplication of identical in-flight items) and retries a flaky backend.
 
-    python reward_server.py                                    # lexical judge, http://127.0.0.1:8123
     python reward_server.py --backend openai --judge_model gpt-4.1-mini
     python reward_server.py --backend vllm --base_url http://127.0.0.1:8000/v1 --judge_model MODEL
+    python reward_server.py --backend lexical                  # offline tests only, see below
 
 Backends:
-  lexical  offline, no model: SQuAD-style token F1 between the normalised reference and response
-           (lower-case, no punctuation, no articles); score = F1, verdict = exact match or
-           F1 >= LEXICAL_THRESHOLD. A cheap proxy for tests and the CPU quickstart, NOT a
-           stand-in for an LLM judge: it rewards word overlap, not meaning.
   openai   OpenAI chat completions with a judge model; key from OPENAI_API_KEY or a gitignored
-           openai_api_key.txt beside this file (never logged).
+           openai_api_key.txt in the repo root (never logged).
   vllm     any OpenAI-compatible server (`vllm serve`, `transformers serve`) at --base_url;
            sends VLLM_API_KEY as bearer token if that variable is set.
-Without --backend: vllm if --base_url is given, else openai if a key is found, else lexical.
+  lexical  offline, no model: SQuAD-style token F1 between the normalised reference and response
+           (lower-case, no punctuation, no articles); score = F1, verdict = exact match or
+           F1 >= 0.5. A cheap proxy for tests and the CPU quickstart, NOT a stand-in for an LLM
+           judge: it rewards word overlap, not meaning. Used only when chosen by name.
+Without --backend: vllm if --base_url is given, else openai if a key is found; with neither
+the server does not start (it says how to configure a judge).
+
+Graders (a request's "grader"; prompts in prompts.py, verdict rules in judge.py): "loogle"
+(default) and "squad" (SEAL's yes/no grader for the SQuAD setting). The cache keeps them apart.
+
+The verdict budget --max_tokens (default 2048) is what the judge may generate, thinking
+included: a reasoning judge (e.g. Qwen3 behind vLLM) thinks before its verdict, and a reply
+cut inside its think block is no verdict. A plain judge stops after one word either way. The
+per-call --timeout (default 180 s) leaves time to use the whole budget.
 
 API (OpenAPI page at /docs):
-  GET  /health    no auth
-  POST /judge     {"items": [{"question", "reference", "response"}, ...]}
-                  -> {"results": [{"score", "verdict", "cached", "parse_failed"}, ...]} same order
-  GET  /metrics   counters and latency percentiles
-Errors: 401 bad/missing bearer token (when --auth_token or JUDGE_AUTH_TOKEN is set), 413 too many
-items or a field too long, 422 malformed request, 502 the backend rejected a call (e.g. bad key
-or model name), 503 the backend is unreachable/overloaded after retries (retry later; judged
-items are cached, so a retry only pays for the rest).
+  GET  /health    no auth: backend, judge model, graders, verdict budget
+  POST /judge     {"grader": "loogle" | "squad" (optional), "items": [{"question", "reference", "response"}, ...]}
+                  -> {"results": [{"score", "verdict", "cached", "parse_failed", "failure"}, ...]} same order
+  GET  /metrics   counters (parse_failure_share among them) and latency percentiles
+An item gets no verdict (score 0, parse_failed true, `failure` says why, not cached) when the
+judge's reply is not a clear yes/no or was cut at --max_tokens, when the backend refuses that
+one item (HTTP 400/413/422, e.g. a prompt beyond the judge's context), or when one of its
+fields is over --max_chars: it is logged, and the other items are judged. An empty response is
+wrong without a backend call.
+Errors: 401 missing or wrong bearer token (when a token is set), 413 more than --max_items
+items, 422 malformed request or unknown grader, 502 the backend refused the server itself
+(HTTP 401/403/404: key, permission, model name or URL; or 20 items in a row refused, which is
+the configuration, not the items), 503 the backend is unreachable or overloaded after retries
+(retry later; judged items are cached, so a retry only pays for the rest).
 
-Importing this module starts nothing; the lexical judge is importable as pure functions
-(normalize_answer, token_f1, exact_match, lexical_judge, LEXICAL_THRESHOLD).
+A bearer token (every route but /health) comes from --auth_token_file, else the file env
+JUDGE_TOKEN_FILE names, else env JUDGE_AUTH_TOKEN. A non-loopback --host needs one: the
+server refuses to start without it.
+
+Importing this module starts nothing.
 """
 
 import argparse
@@ -41,82 +59,55 @@ import json
 import logging
 import os
 import random
-import re
 import secrets
-import string
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import aiohttp
 from fastapi import FastAPI, HTTPException
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
-from prompts import judge_messages, parse_verdict
+from judge import DEFAULT_GRADER, GRADERS, LEXICAL_THRESHOLD, JudgeError, lexical_judge, parse_verdict, read_auth_token, retry_after_seconds
+from prompts import judge_messages
+from utils import API_KEY_FILE, UNCLOSED_THINK, read_openai_key
 
 logger = logging.getLogger("reward_server")
 
-REPO_DIR = Path(__file__).resolve().parent
-API_KEY_FILE = REPO_DIR / "openai_api_key.txt"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_OPENAI_JUDGE_MODEL = "gpt-4.1-mini"
+DEFAULT_MAX_TOKENS = 2048
+DEFAULT_TIMEOUT_S = 180.0  # time for a reasoning judge to use its whole budget at ~12 tokens/s under load
+BACKENDS = ("openai", "vllm", "lexical")
+# Backend answers that are the server's own fault (key, permission, model or URL): fatal.
+CONFIG_STATUS = frozenset({401, 402, 403, 404, 405})
+# Backend answers that mean "busy, try later": retried.
+RETRY_STATUS = frozenset({408, 409, 425, 429})
+# This many items refused in a row (no success between) is the configuration, not the items.
+REJECTIONS_IN_A_ROW_FATAL = 20
 
-# --- Lexical judge (pure functions; eval_loogle reuses them) -------------------------------------
-
-# Verdict threshold on token F1: at least half of the words agree (precision and recall together).
-LEXICAL_THRESHOLD = 0.5
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCTUATION = str.maketrans("", "", string.punctuation)
-
-
-def normalize_answer(s):
-    """SQuAD normalisation: lower-case, drop punctuation and articles, collapse whitespace."""
-    s = (s or "").lower().translate(_PUNCTUATION)
-    return " ".join(_ARTICLES.sub(" ", s).split())
-
-
-def token_f1(reference, response):
-    """SQuAD token F1 of the normalised strings (1.0 if both are empty, 0.0 if only one is)."""
-    ref_tokens = normalize_answer(reference).split()
-    resp_tokens = normalize_answer(response).split()
-    if not ref_tokens or not resp_tokens:
-        return float(ref_tokens == resp_tokens)
-    common = collections.Counter(ref_tokens) & collections.Counter(resp_tokens)
-    overlap = sum(common.values())
-    if overlap == 0:
-        return 0.0
-    precision = overlap / len(resp_tokens)
-    recall = overlap / len(ref_tokens)
-    return 2 * precision * recall / (precision + recall)
-
-
-def exact_match(reference, response):
-    return normalize_answer(reference) == normalize_answer(response)
-
-
-def lexical_judge(reference, response):
-    """{"score": token F1, "verdict": exact match or F1 >= LEXICAL_THRESHOLD}."""
-    score = token_f1(reference, response)
-    return {"score": score, "verdict": exact_match(reference, response) or score >= LEXICAL_THRESHOLD}
-
+NO_JUDGE_CONFIGURED = (
+    "no judge configured. For an LLM judge either set OPENAI_API_KEY (or write the key to "
+    f"{API_KEY_FILE}, gitignored) and pass --backend openai [--judge_model gpt-4.1-mini], or serve a "
+    "judge model (vllm serve MODEL) and pass --backend vllm --base_url http://HOST:8000/v1 --judge_model MODEL. "
+    "Only for offline tests, choose the word-overlap judge by name: --backend lexical (it is not an LLM judge)."
+)
 
 # --- Settings ------------------------------------------------------------------------------------
 
 
 @dataclass
 class JudgeSettings:
-    backend: str = "lexical"  # lexical | openai | vllm
+    backend: str  # openai | vllm | lexical
     base_url: str | None = None
     judge_model: str | None = None
     api_key: str | None = field(default=None, repr=False)
-    max_tokens: int = 16
+    max_tokens: int = DEFAULT_MAX_TOKENS
     max_concurrency: int = 64
-    timeout: float = 60.0
+    timeout: float = DEFAULT_TIMEOUT_S
     max_retries: int = 4
     retry_delay: float = 0.5
     cache_size: int = 200_000
@@ -125,15 +116,15 @@ class JudgeSettings:
     auth_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self):
-        if self.backend not in ("lexical", "openai", "vllm"):
-            raise ValueError(f"unknown backend {self.backend!r}: choose lexical, openai or vllm")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}: choose {', '.join(BACKENDS)}")
         if self.backend == "openai":
             self.base_url = self.base_url or OPENAI_BASE_URL
             self.judge_model = self.judge_model or DEFAULT_OPENAI_JUDGE_MODEL
             if not self.api_key:
                 raise ValueError(
                     f"backend openai needs an API key: set OPENAI_API_KEY or write it to {API_KEY_FILE} "
-                    "(gitignored), or use --backend lexical"
+                    "(gitignored), or use --backend vllm with a served judge model"
                 )
         if self.backend == "vllm" and not (self.base_url and self.judge_model):
             raise ValueError(
@@ -147,14 +138,6 @@ class JudgeSettings:
             raise ValueError("--max_retries and --retry_delay must be >= 0 and --timeout > 0")
 
 
-def read_openai_key():
-    """OPENAI_API_KEY, else the first line of openai_api_key.txt beside this file, else None."""
-    key = os.environ.get("OPENAI_API_KEY", "").strip()
-    if not key and API_KEY_FILE.exists():
-        key = API_KEY_FILE.read_text().strip()
-    return key or None
-
-
 # --- Metrics -------------------------------------------------------------------------------------
 
 
@@ -162,8 +145,8 @@ class Metrics:
     """Counters and recent latencies (the last 10,000 requests / backend calls)."""
 
     COUNTERS = (
-        "requests", "items", "cache_hits", "deduplicated", "backend_calls", "backend_retries",
-        "parse_failures", "failed_items", "rejected_requests", "error_responses",
+        "requests", "items", "cache_hits", "deduplicated", "judged", "backend_calls", "backend_retries",
+        "parse_failures", "truncated_replies", "rejected_items", "failed_items", "rejected_requests", "error_responses",
     )
 
     def __init__(self):
@@ -184,8 +167,11 @@ class Metrics:
         return {"count": len(ordered), "p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "max": round(ordered[-1], 6)}
 
     def snapshot(self):
+        judged = self.counts["judged"]
         return {
             **self.counts,
+            # items without a verdict among those judged (not cached): unparsed, cut, or refused
+            "parse_failure_share": self.counts["parse_failures"] / judged if judged else 0.0,
             "uptime_s": round(time.time() - self.started, 3),
             "request_latency_s": self._percentiles(self.request_latency),
             "backend_latency_s": self._percentiles(self.backend_latency),
@@ -200,7 +186,15 @@ class BackendUnavailable(Exception):
 
 
 class BackendRejected(Exception):
-    """The backend refused the call in a way a retry will not fix (4xx other than 429, bad reply)."""
+    """The backend refused the server itself (key, permission, model, URL, or every item): fatal."""
+
+
+class ItemRejected(Exception):
+    """The backend refused this one item (e.g. a prompt beyond its context): no verdict for it."""
+
+
+def no_verdict(failure):
+    return {"score": 0.0, "verdict": False, "parse_failed": True, "failure": failure}
 
 
 class ChatJudge:
@@ -217,27 +211,43 @@ class ChatJudge:
             connector=aiohttp.TCPConnector(limit=settings.max_concurrency),
         )
         self.semaphore = asyncio.Semaphore(settings.max_concurrency)
+        self.rejections_in_a_row = 0
 
     async def aclose(self):
         await self.session.close()
 
-    async def judge(self, question, reference, response):
+    async def judge(self, grader, question, reference, response):
         payload = {
             "model": self.settings.judge_model,
-            "messages": judge_messages(question, reference, response),
+            "messages": judge_messages(question, reference, response, grader),
             "temperature": 0.0,
             "max_tokens": self.settings.max_tokens,
         }
-        reply = await self._complete(payload)
-        verdict = parse_verdict(reply)
+        try:
+            reply, finish_reason = await self._complete(payload)
+        except ItemRejected as e:
+            self.metrics.add("rejected_items")
+            logger.warning("no verdict for an item: %s", e)
+            return no_verdict(str(e))
+        verdict = parse_verdict(reply, grader)
         if verdict is None:
-            # Not a verdict: count it and score 0 rather than guess; not cached, so a later call may do better.
-            self.metrics.add("parse_failures")
-            logger.warning("judge reply is not a yes/no verdict: %r", reply[:200])
-            return {"score": 0.0, "verdict": False, "parse_failed": True}
-        return {"score": float(verdict), "verdict": verdict, "parse_failed": False}
+            # Not a verdict: counted and scored 0 rather than guessed; not cached, so a later call may do better.
+            failure = self._why_no_verdict(reply, finish_reason)
+            logger.warning("no verdict in the judge's reply (%s): %r", failure, reply[:200])
+            return no_verdict(failure)
+        return {"score": float(verdict), "verdict": verdict, "parse_failed": False, "failure": None}
+
+    def _why_no_verdict(self, reply, finish_reason):
+        if finish_reason == "length":
+            self.metrics.add("truncated_replies")
+            where = "inside its think block" if UNCLOSED_THINK.search(reply) else "before a verdict"
+            return f"reply cut at --max_tokens {self.settings.max_tokens} {where}: raise --max_tokens"
+        if UNCLOSED_THINK.search(reply):
+            return "the reply's think block is not closed"
+        return "the reply is not a yes/no verdict"
 
     async def _complete(self, payload):
+        """(content, finish_reason) of one completion, retrying what a retry can fix."""
         s = self.settings
         last_error = None
         for attempt in range(s.max_retries + 1):
@@ -248,13 +258,23 @@ class ChatJudge:
                     start = time.perf_counter()
                     async with self.session.post(self.url, json=payload) as reply:
                         status, text = reply.status, await reply.text()
-                        retry_after = _retry_after_seconds(reply.headers.get("retry-after"))
+                        retry_after = retry_after_seconds(reply.headers.get("retry-after"))
                     self.metrics.backend_latency.append(time.perf_counter() - start)
                 if status == 200:
-                    return self._content(text)
+                    content = self._content(text)
+                    self.rejections_in_a_row = 0
+                    return content
                 detail = f"HTTP {status} from {s.base_url}: {text[:300]}"
-                if status != 429 and status < 500:
-                    raise BackendRejected(detail)
+                if status in CONFIG_STATUS:
+                    raise BackendRejected(f"{detail} (check the key, --judge_model and --base_url)")
+                if status < 500 and status not in RETRY_STATUS:
+                    self.rejections_in_a_row += 1
+                    if self.rejections_in_a_row >= REJECTIONS_IN_A_ROW_FATAL:
+                        raise BackendRejected(
+                            f"the backend refused {self.rejections_in_a_row} items in a row (last: {detail}): that is "
+                            "the configuration (model, --max_tokens against its context length, ...), not the items"
+                        )
+                    raise ItemRejected(f"the backend refused the item: {detail}")
                 last_error = detail
             except asyncio.TimeoutError:
                 last_error = f"timeout after {s.timeout:g}s calling {s.base_url}"
@@ -268,21 +288,15 @@ class ChatJudge:
 
     def _content(self, text):
         try:
-            return json.loads(text)["choices"][0]["message"]["content"] or ""
-        except (ValueError, KeyError, IndexError, TypeError):
+            choice = json.loads(text)["choices"][0]
+            return choice["message"]["content"] or "", choice.get("finish_reason")
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             raise BackendRejected(f"{self.settings.base_url} answered 200 but not a chat completion: {text[:300]}")
 
 
-def _retry_after_seconds(value):
-    try:
-        return max(0.0, float(value))
-    except (TypeError, ValueError):
-        return 0.0
-
-
 class LexicalJudge:
-    async def judge(self, question, reference, response):
-        return {**lexical_judge(reference, response), "parse_failed": False}
+    async def judge(self, grader, question, reference, response):
+        return {**lexical_judge(reference, response), "parse_failed": False, "failure": None}
 
     async def aclose(self):
         pass
@@ -292,7 +306,7 @@ class LexicalJudge:
 
 
 class JudgeService:
-    """Judges items through the backend once per distinct (question, reference, response)."""
+    """Judges items through the backend once per distinct (grader, question, reference, response)."""
 
     def __init__(self, settings, metrics):
         self.settings = settings
@@ -301,13 +315,20 @@ class JudgeService:
         self.cache = collections.OrderedDict()
         self.in_flight = {}
 
-    async def judge_items(self, items):
+    async def judge_items(self, grader, items):
         """One result per item, same order. Raises BackendUnavailable / BackendRejected if any
         item could not be judged (the others are cached by then)."""
         results = [None] * len(items)
         waiting = []  # (index, task, is_new)
         for i, item in enumerate(items):
-            key = (item.question, item.reference, item.response)
+            too_long = oversized_field(item, self.settings.max_chars)
+            if too_long:  # one over-long rollout must not fail the others (nor a GRPO run)
+                results[i] = {**no_verdict(too_long), "cached": False}
+                for name in ("judged", "parse_failures", "rejected_items"):
+                    self.metrics.add(name)
+                logger.warning("no verdict for an item: %s", too_long)
+                continue
+            key = (grader, item.question, item.reference, item.response.strip())
             hit = self.cache.get(key)
             if hit is not None:
                 self.cache.move_to_end(key)
@@ -338,12 +359,15 @@ class JudgeService:
         return results
 
     async def _judge_new(self, key):
-        question, reference, response = key
-        if not response.strip():
-            result = {"score": 0.0, "verdict": False, "parse_failed": False}  # empty answer: wrong, no call
+        grader, question, reference, response = key
+        if not response:
+            result = {"score": 0.0, "verdict": False, "parse_failed": False, "failure": None}  # empty: wrong, no call
         else:
-            result = await self.backend.judge(question, reference, response)
-        if not result["parse_failed"]:
+            result = await self.backend.judge(grader, question, reference, response)
+        self.metrics.add("judged")
+        if result["parse_failed"]:
+            self.metrics.add("parse_failures")
+        else:
             self.cache[key] = result
             if len(self.cache) > self.settings.cache_size:
                 self.cache.popitem(last=False)
@@ -365,14 +389,23 @@ class JudgeItem(BaseModel):
 
 
 class JudgeRequest(BaseModel):
+    grader: str = Field(default=DEFAULT_GRADER, description=f"the grader: {', '.join(GRADERS)}")
     items: list[JudgeItem] = Field(min_length=1, description="items to judge; results keep this order")
+
+    @field_validator("grader")
+    @classmethod
+    def known_grader(cls, grader):
+        if grader not in GRADERS:
+            raise ValueError(f"unknown grader {grader!r}: known graders are {', '.join(GRADERS)}")
+        return grader
 
 
 class JudgeResult(BaseModel):
     score: float = Field(ge=0.0, le=1.0, description="1/0 for LLM judges; token F1 for lexical")
     verdict: bool = Field(description="the judge says the response is correct")
     cached: bool = Field(description="answered from the cache or by an identical in-flight item")
-    parse_failed: bool = Field(description="the LLM reply was not a clear yes/no (score 0, not cached)")
+    parse_failed: bool = Field(description="no verdict for this item (score 0, not cached); `failure` says why")
+    failure: str | None = Field(description="why there is no verdict: unparsed or cut reply, item refused by the backend")
 
 
 class JudgeResponse(BaseModel):
@@ -391,7 +424,8 @@ class BearerAuth:
             given = dict(scope["headers"]).get(b"authorization", b"")
             if not secrets.compare_digest(given, self.expected):
                 reply = JSONResponse(
-                    {"detail": "missing or wrong bearer token: send 'Authorization: Bearer <JUDGE_AUTH_TOKEN>'"},
+                    {"detail": "missing or wrong bearer token: send 'Authorization: Bearer <token>' with the "
+                               "token of the server's --auth_token_file (clients: judge_token_file / JUDGE_TOKEN_FILE)"},
                     status_code=401,
                     headers={"WWW-Authenticate": "Bearer"},
                 )
@@ -427,26 +461,26 @@ def create_app(settings):
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "backend": settings.backend, "judge_model": settings.judge_model}
+        return {"status": "ok", **info(settings)}
 
     @app.get("/metrics")
     async def get_metrics():
-        return {"backend": settings.backend, "judge_model": settings.judge_model, **metrics.snapshot()}
+        return {**info(settings), **metrics.snapshot()}
 
     @app.post("/judge", response_model=JudgeResponse)
     async def judge(request: JudgeRequest):
         start = time.perf_counter()
         metrics.add("requests")
-        problem = _size_problem(request.items, settings)
-        if problem:
+        if len(request.items) > settings.max_items:
             metrics.add("rejected_requests")
-            raise HTTPException(status_code=413, detail=problem)
+            raise HTTPException(status_code=413, detail=(
+                f"{len(request.items)} items in one request; the limit is {settings.max_items} (--max_items): split the request"))
         metrics.add("items", len(request.items))
         try:
-            results = await service.judge_items(request.items)
+            results = await service.judge_items(request.grader, request.items)
         except BackendRejected as e:
             metrics.add("error_responses")
-            raise HTTPException(status_code=502, detail=f"judge backend rejected the call: {e}")
+            raise HTTPException(status_code=502, detail=f"judge backend refused the server: {e}")
         except BackendUnavailable as e:
             metrics.add("error_responses")
             raise HTTPException(status_code=503, detail=f"judge backend unavailable, retry later: {e}")
@@ -456,89 +490,109 @@ def create_app(settings):
     return app
 
 
-def _size_problem(items, settings):
-    if len(items) > settings.max_items:
-        return f"{len(items)} items in one request; the limit is {settings.max_items} (--max_items): split the request"
-    for i, item in enumerate(items):
-        for name in ("question", "reference", "response"):
-            n = len(getattr(item, name))
-            if n > settings.max_chars:
-                return (
-                    f"items[{i}].{name} has {n} characters; the limit is {settings.max_chars} (--max_chars): "
-                    "truncate it or raise the limit"
-                )
+def info(settings):
+    """What /health and /metrics say about the judge."""
+    llm = settings.backend != "lexical"
+    return {
+        "backend": settings.backend,
+        "judge_model": settings.judge_model,
+        "graders": list(GRADERS),
+        "max_tokens": settings.max_tokens if llm else None,
+    }
+
+
+def oversized_field(item, max_chars):
+    """Why `item` is too long to judge (a field over --max_chars), else None."""
+    for name in ("question", "reference", "response"):
+        n = len(getattr(item, name))
+        if n > max_chars:
+            return f"the item's {name} has {n} characters; the limit is {max_chars} (--max_chars)"
     return None
 
 
 def describe(settings):
     if settings.backend == "lexical":
-        return f"lexical (token F1, verdict at F1 >= {LEXICAL_THRESHOLD}; offline, not an LLM judge)"
+        return f"lexical (token F1, verdict at F1 >= {LEXICAL_THRESHOLD}; offline, NOT an LLM judge)"
     return (
         f"{settings.backend} judge_model={settings.judge_model} base_url={settings.base_url} "
-        f"max_concurrency={settings.max_concurrency}"
+        f"max_tokens={settings.max_tokens} max_concurrency={settings.max_concurrency}"
     )
 
 
 def resolve_backend(backend, base_url, openai_key):
-    """The backend to use and why (the explicit choice, else what is configured)."""
+    """The backend to use and why (the explicit choice, else what is configured); ValueError
+    saying how to configure a judge when nothing is."""
     if backend:
         return backend, "chosen with --backend"
     if base_url:
         return "vllm", "--base_url is set"
     if openai_key:
-        return "openai", "an OpenAI key was found (pass --backend lexical for the offline judge)"
-    return "lexical", "no --base_url and no OpenAI key"
+        return "openai", "an OpenAI key was found"
+    raise ValueError(NO_JUDGE_CONFIGURED)
+
+
+def is_loopback(host):
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backend", choices=["openai", "vllm", "lexical"], default=None,
-                        help="judge backend (default: vllm if --base_url, else openai if a key is found, else lexical)")
-    parser.add_argument("--host", default="127.0.0.1", help="bind address (default loopback; use a token if you open it)")
+    parser.add_argument("--backend", choices=BACKENDS, default=None,
+                        help="judge backend (default: vllm if --base_url, else openai if a key is found; lexical only by name)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="bind address (default loopback; any other address needs a token, see --auth_token_file)")
     parser.add_argument("--port", type=int, default=8123)
     parser.add_argument("--base_url", default=None, help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
     parser.add_argument("--judge_model", default=None,
                         help=f"judge model name (openai default {DEFAULT_OPENAI_JUDGE_MODEL}; required for vllm)")
-    parser.add_argument("--max_tokens", type=int, default=16, help="tokens the judge may reply with")
+    parser.add_argument("--max_tokens", type=int, default=DEFAULT_MAX_TOKENS,
+                        help="verdict budget: tokens the judge may generate, thinking included (default %(default)s)")
     parser.add_argument("--max_concurrency", type=int, default=64, help="concurrent backend calls at most")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per backend call")
-    parser.add_argument("--max_retries", type=int, default=4, help="retries on 429/5xx/timeouts/connection errors")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                        help="seconds per backend call (default %(default)s: room for the whole verdict budget)")
+    parser.add_argument("--max_retries", type=int, default=4, help="retries on 408/409/425/429/5xx/timeouts/connection errors")
     parser.add_argument("--retry_delay", type=float, default=0.5, help="first backoff in seconds (doubles per retry)")
     parser.add_argument("--cache_size", type=int, default=200_000, help="judged items kept in the LRU cache")
     parser.add_argument("--max_items", type=int, default=1024, help="items per request at most (else 413)")
-    parser.add_argument("--max_chars", type=int, default=32_000, help="characters per field at most (else 413)")
-    parser.add_argument("--auth_token", default=os.environ.get("JUDGE_AUTH_TOKEN"),
-                        help="require 'Authorization: Bearer TOKEN' on every route but /health (default env JUDGE_AUTH_TOKEN)")
+    parser.add_argument("--max_chars", type=int, default=32_000, help="characters per field at most (a longer item gets no verdict)")
+    parser.add_argument("--auth_token_file", default=None,
+                        help="file holding the bearer token every route but /health requires (default: the file env "
+                             "JUDGE_TOKEN_FILE names, else env JUDGE_AUTH_TOKEN; required for a non-loopback --host)")
     parser.add_argument("--log_level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args()
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     openai_key = read_openai_key()
-    backend, why = resolve_backend(args.backend, args.base_url, openai_key)
-    api_key = openai_key if backend == "openai" else os.environ.get("VLLM_API_KEY") or None
     try:
+        backend, why = resolve_backend(args.backend, args.base_url, openai_key)
+        api_key = openai_key if backend == "openai" else os.environ.get("VLLM_API_KEY") or None
         settings = JudgeSettings(
             backend=backend, base_url=args.base_url, judge_model=args.judge_model, api_key=api_key,
             max_tokens=args.max_tokens, max_concurrency=args.max_concurrency, timeout=args.timeout,
             max_retries=args.max_retries, retry_delay=args.retry_delay, cache_size=args.cache_size,
-            max_items=args.max_items, max_chars=args.max_chars, auth_token=args.auth_token,
+            max_items=args.max_items, max_chars=args.max_chars, auth_token=read_auth_token(args.auth_token_file),
         )
-    except ValueError as e:
+    except (ValueError, JudgeError) as e:
         parser.error(str(e))
+    if not settings.auth_token and not is_loopback(args.host):
+        parser.error(
+            f"refusing to listen on {args.host} without a bearer token: anyone who reaches it could use the judge. "
+            "Write a token to a file only you can read (python -c 'import secrets; print(secrets.token_urlsafe(32))' "
+            "> judge.token; chmod 600 judge.token) and pass --auth_token_file judge.token (or env JUDGE_TOKEN_FILE); "
+            "give the reward workers the same file with reward kwarg judge_token_file"
+        )
     logger.info("backend %s (%s)", backend, why)
-    if not settings.auth_token and not _is_loopback(args.host):
-        logger.warning("listening on %s without --auth_token: anyone who can reach it can use the judge", args.host)
+    if backend == "lexical":
+        logger.warning("lexical judge: token F1 word overlap, NOT an LLM judge; for offline tests and the CPU quickstart")
+    if settings.auth_token:
+        logger.info("bearer token required on every route but /health")
 
     import uvicorn
 
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level, access_log=False)
-
-
-def _is_loopback(host):
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 if __name__ == "__main__":

@@ -6,13 +6,16 @@ imports `extract_answer` from here.
 
 import ast
 import json
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 # Chat-template tails a decoded rollout may still carry (ChatML, Llama-3, generic EOS).
 _TEMPLATE_TAIL = re.compile(r"(<\|im_end\|>|<\|endoftext\|>|<\|eot_id\|>|</s>|<\|end\|>).*\Z", re.DOTALL)
-_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
-_UNCLOSED_THINK = re.compile(r"<think>.*\Z", re.DOTALL | re.IGNORECASE)
+# <think> blocks of reasoning models; an unclosed one is a reply cut while thinking (judge.py too).
+THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+UNCLOSED_THINK = re.compile(r"<think>.*\Z", re.DOTALL | re.IGNORECASE)
 _ANSWER_PREFIX = re.compile(r"^\s*(?:\*\*)?(?:final\s+)?answer(?:\*\*)?\s*[:：]\s*", re.IGNORECASE)
 
 
@@ -20,12 +23,41 @@ def extract_answer(text):
     """The answer part of a model response: drops a chat-template tail, `<think>` blocks and an
     `Answer:` prefix (the last `Answer:` line wins when the model reasons first)."""
     text = _TEMPLATE_TAIL.sub("", text or "")
-    text = _THINK_BLOCK.sub("", text)
-    text = _UNCLOSED_THINK.sub("", text)
+    text = THINK_BLOCK.sub("", text)
+    text = UNCLOSED_THINK.sub("", text)
     matches = list(re.finditer(r"(?im)^\s*(?:\*\*)?(?:final\s+)?answer(?:\*\*)?\s*[:：]", text))
     if matches:
         text = text[matches[-1].start():]
     return _ANSWER_PREFIX.sub("", text).strip()
+
+
+# --- Files and names ---------------------------------------------------------------------------
+
+
+def write_json_atomic(path, obj):
+    """Write `obj` as JSON to `path` through a temp file in the same folder, then rename: a reader
+    (or a rerun after a crash) never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+_HUB_ID = re.compile(r"(?!.*(?:--|\.\.))[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+# First path parts that name this project's own outputs: `checkpoints/x` is a missing local
+# folder, not a model on the hub.
+_LOCAL_ROOTS = ("checkpoints", "data", "eval_results")
+
+
+def is_hub_id(name):
+    """True when `name` has the form of a Hugging Face hub id (`org/name`, e.g.
+    Qwen/Qwen2.5-7B-Instruct). Callers check for a local folder first."""
+    name = str(name)
+    return bool(_HUB_ID.fullmatch(name)) and name.split("/")[0] not in _LOCAL_ROOTS
 
 
 # --- Long-text chunking -----------------------------------------------------------------------
@@ -59,14 +91,20 @@ def _is_cut(starts, i):
     return i == len(starts) or starts[i] > starts[i - 1]
 
 
+def check_chunk_sizes(chunk_tokens, overlap_tokens):
+    """The chunk sizes chunk_text accepts, checked before any work starts."""
+    if chunk_tokens < 1 or overlap_tokens < 0 or 2 * overlap_tokens >= chunk_tokens:
+        raise ValueError(
+            "need --chunk_tokens >= 1 and 0 <= --overlap_tokens < chunk_tokens/2, "
+            f"got chunk_tokens={chunk_tokens}, overlap_tokens={overlap_tokens}"
+        )
+
+
 def chunk_text(text, tokenizer, chunk_tokens, overlap_tokens=0):
     """Split `text` into chunks of at most `chunk_tokens` tokens that cover it in order, each
     starting `overlap_tokens` tokens before the previous one ends. Cuts fall on token
     boundaries; a chunk ends at a sentence end when one lies in its second half."""
-    if chunk_tokens < 1 or overlap_tokens < 0 or 2 * overlap_tokens >= chunk_tokens:
-        raise ValueError(
-            f"need chunk_tokens >= 1 and 0 <= overlap_tokens < chunk_tokens/2, got {chunk_tokens} and {overlap_tokens}"
-        )
+    check_chunk_sizes(chunk_tokens, overlap_tokens)
     starts = token_starts(text, tokenizer)
     n = len(starts)
     if n == 0:
@@ -134,8 +172,8 @@ class QAParse:
 def strip_model_text(text):
     """A model output without chat-template tails or <think> blocks."""
     text = _TEMPLATE_TAIL.sub("", text or "")
-    text = _THINK_BLOCK.sub("", text)
-    return _UNCLOSED_THINK.sub("", text).strip()
+    text = THINK_BLOCK.sub("", text)
+    return UNCLOSED_THINK.sub("", text).strip()
 
 
 def _field(item, keys):
@@ -297,3 +335,17 @@ def parse_questions(text, limit=None):
 def normalize_question(text):
     """Lower-case words only: two questions that differ in case, spacing or punctuation match."""
     return " ".join(re.findall(r"\w+", text.lower()))
+
+
+# --- API key -----------------------------------------------------------------------------------
+
+API_KEY_FILE = Path(__file__).resolve().parent / "openai_api_key.txt"  # gitignored
+
+
+def read_openai_key():
+    """env OPENAI_API_KEY, else the first line of the gitignored openai_api_key.txt in the repo
+    root, else None. The judge server and the openai generation backend read it here; never logged."""
+    key = os.environ.get("OPENAI_API_KEY", "").strip()
+    if not key and API_KEY_FILE.is_file():
+        key = API_KEY_FILE.read_text(encoding="utf-8").strip()
+    return key or None

@@ -8,13 +8,12 @@ Layout: data/passage{N}/eval.parquet -> an answers JSON -> eval_results/<model t
 
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from prompts import context_solver_prompt
-from utils import extract_answer
+from utils import extract_answer, is_hub_id, write_json_atomic  # noqa: F401 (write_json_atomic: re-exported)
 
 log = logging.getLogger("eval_loogle")
 
@@ -32,18 +31,6 @@ _NOT_VARIANT = re.compile(r"^(passage\d+|final|huggingface|hf_model|global_step_
 
 
 # --- Files -------------------------------------------------------------------------------------
-
-
-def write_json_atomic(path, obj):
-    """Write JSON to `path` through a temp file in the same folder, so a reader never sees half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def model_tag_from_path(model_path):
@@ -170,9 +157,6 @@ def default_backend():
     return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "hf"
 
 
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-
-
 def check_model_path(model_path, backend):
     """hf/vllm need a local HF model folder (or a hub id `org/name`, which they download); say
     so before anything loads."""
@@ -183,7 +167,7 @@ def check_model_path(model_path, backend):
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{model_path} has no config.json: not a Hugging Face model folder")
         return
-    if _HUB_ID.fullmatch(str(model_path)) and not str(model_path).startswith(("checkpoints/", "data/", "eval_results/")):
+    if is_hub_id(model_path):
         return
     raise FileNotFoundError(
         f"model path not found: {model_path} (a local Hugging Face model folder with config.json, "

@@ -15,10 +15,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from eval_loogle.common import ANSWERS_FILE, RESULTS_FILE, finished_runs, write_json_atomic
+from eval_loogle.common import ANSWERS_FILE, RESULTS_FILE, finished_runs
 from eval_loogle.generate_answers import add_generation_args, generate, prepare
 from eval_loogle.judge_utils import (
-    default_judge_url,
     is_gsm8k,
     judge_items,
     judge_numeric,
@@ -26,10 +25,10 @@ from eval_loogle.judge_utils import (
     judged_rows,
     numeric_judge_info,
     results_document,
+    save_results,
     score_with_server,
 )
-
-log = logging.getLogger("eval_with_remote")
+from judge import JudgeError, default_judge_url
 
 
 def main(argv=None):
@@ -56,12 +55,9 @@ def main(argv=None):
     else:
         try:
             doc = score_with_server(answers_doc, args.judge_url, metrics=not args.no_metrics)
-        except RuntimeError as e:
+        except JudgeError as e:
             parser.exit(1, f"error: {e}\nThe answers are saved in {out_dir / ANSWERS_FILE}: rerun to judge them without generating again.\n")
-    write_json_atomic(out_dir / RESULTS_FILE, doc)
-    acc = doc["accuracy"]
-    log.info("%s %s: accuracy %.3f ± %.3f over %d runs -> %s", doc["model_tag"], doc["split"], acc["mean"], acc["std"], acc["n_runs"], out_dir / RESULTS_FILE)
-    print(out_dir / RESULTS_FILE)
+    save_results(doc, out_dir / RESULTS_FILE)
 
 
 if __name__ == "__main__":

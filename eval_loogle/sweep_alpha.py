@@ -30,10 +30,9 @@ import logging
 import time
 from pathlib import Path
 
-from eval_loogle.common import ANSWERS_FILE, RESULTS_FILE, finished_runs, load_generator, write_json_atomic
+from eval_loogle.common import ANSWERS_FILE, RESULTS_FILE, finished_runs, load_generator
 from eval_loogle.generate_answers import add_generation_args, generate, prepare
 from eval_loogle.judge_utils import (
-    default_judge_url,
     is_gsm8k,
     judge_items,
     judge_numeric,
@@ -41,9 +40,11 @@ from eval_loogle.judge_utils import (
     judged_rows,
     numeric_judge_info,
     results_document,
+    save_results,
     score_with_server,
 )
 from inplace_transfer import apply_to_hf, apply_to_vllm, check_inputs, vllm_engine_options
+from judge import default_judge_url
 
 log = logging.getLogger("sweep_alpha")
 
@@ -160,10 +161,7 @@ def main(argv=None):
             parser.exit(1, f"error: {e}\nThe answers are saved in {answers_file}: rerun to judge them without generating again.\n")
         timing["judge"] = time.perf_counter() - start
         doc["sweep"], doc["seconds"] = point["sweep"], timing
-        write_json_atomic(out_dir / RESULTS_FILE, doc)
-        acc = doc["accuracy"]
-        log.info("λ = %g: accuracy %.3f ± %.3f over %d runs -> %s", alpha, acc["mean"], acc["std"], acc["n_runs"], out_dir / RESULTS_FILE)
-        print(out_dir / RESULTS_FILE)
+        save_results(doc, out_dir / RESULTS_FILE)
 
 
 if __name__ == "__main__":

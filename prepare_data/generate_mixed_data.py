@@ -1,7 +1,9 @@
 r"""Stage-1 SFT data for LooGLE passages: the passage's knowledge, in three task types.
 
-    python -m prepare_data.generate_mixed_data --input ../shared/data/loogle-sample/shortdep_qa.jsonl \
+    python -m prepare_data.generate_mixed_data --input data/loogle/shortdep_qa.jsonl \
         --passages 0-4 --model Qwen/Qwen2.5-7B-Instruct --backend vllm
+    python -m prepare_data.generate_mixed_data --input demo/corpus.jsonl --passages 0-2 \
+        --model checkpoints/tiny-qwen2 --backend hf --output_dir data/demo
 
 Each passage is cut into overlapping token chunks (the tokenizer of --tokenizer or --model);
 for every chunk:
@@ -14,52 +16,39 @@ also task, passage_id, chunk_index) and then manifest_stage1.json. A rerun skips
 whose output is complete with the same settings; --overwrite redoes them.
 """
 
-import argparse
-import logging
-
-from prepare_data.passages import SFT_COLUMNS, add_generation_args, check_generation_args, load_passages, parse_passage_ids, run_per_passage, templates_sha256
+from prepare_data.passages import SFT_COLUMNS, generate_per_prompt, generation_cli, run_per_passage, sft_row, templates_sha256
 from prompts import CONTINUE_TEMPLATE, RECALL_TEMPLATE, SUMMARY_TEMPLATE, continue_prompt, recall_prompt, summary_prompt
 from utils import parse_summary, split_continuation
 
 TASKS = ("summary", "recall", "continue")
 
 
-def messages_row(task, passage, chunk, prompt, response):
-    return {
-        "messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}],
-        "task": task,
-        "passage_id": passage.passage_id,
-        "chunk_index": chunk.index,
-    }
+def task_list(args):
+    return [t.strip() for t in args.tasks.split(",") if t.strip()]
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_generation_args(parser, max_new_tokens=512)
-    parser.add_argument("--tasks", default=",".join(TASKS), help="comma list of task types to build (default: all three)")
-    parser.add_argument("--summaries_per_chunk", type=int, default=1, help="summaries sampled per chunk (>1 needs --temperature > 0)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    try:
-        check_generation_args(args)
-        unknown = sorted(set(tasks) - set(TASKS))
-        if unknown or not tasks:
+    options = [
+        ("--tasks", {"default": ",".join(TASKS), "help": "comma list of task types to build (default: all three)"}),
+        ("--summaries_per_chunk", {"type": int, "default": 1, "help": "summaries sampled per chunk (>1 needs --temperature > 0)"}),
+    ]
+
+    def check(args):
+        unknown = sorted(set(task_list(args)) - set(TASKS))
+        if unknown or not task_list(args):
             raise ValueError(f"--tasks: unknown or no task types {unknown}; choose from {', '.join(TASKS)}")
         if args.summaries_per_chunk < 1:
             raise ValueError("--summaries_per_chunk must be >= 1")
-        passages = load_passages(args.input, parse_passage_ids(args.passages))
-    except (ValueError, FileNotFoundError) as e:
-        parser.error(str(e))
+
+    args, passages = generation_cli(argv, __doc__, 512, options, check)
+    tasks = task_list(args)
 
     def build_rows(passage, chunks, n_chunks, tokenizer, get_generator):
         summaries = [[] for _ in chunks]
         skipped = {"summary_empty": 0, "summary_duplicate": 0, "continue_too_short": 0}
         if "summary" in tasks:
-            conversations = [[{"role": "user", "content": summary_prompt(passage.title, c.text)}] for c in chunks]
-            outputs = get_generator().generate(
-                conversations, args.max_new_tokens, args.temperature, args.top_p, args.seed, args.summaries_per_chunk
-            )
+            prompts = [summary_prompt(passage.title, c.text) for c in chunks]
+            outputs = generate_per_prompt(get_generator(), args, prompts, args.summaries_per_chunk)
             for k, completions in enumerate(outputs):
                 for text in completions:
                     summary = parse_summary(text)
@@ -72,14 +61,14 @@ def main(argv=None):
         rows = []
         for k, chunk in enumerate(chunks):
             for summary in summaries[k]:
-                rows.append(messages_row("summary", passage, chunk, summary_prompt(passage.title, chunk.text), summary))
+                rows.append(sft_row("summary", passage, chunk, summary_prompt(passage.title, chunk.text), summary))
             if "recall" in tasks:
-                rows.append(messages_row("recall", passage, chunk, recall_prompt(passage.title, chunk.index + 1, n_chunks), chunk.text))
+                rows.append(sft_row("recall", passage, chunk, recall_prompt(passage.title, chunk.index + 1, n_chunks), chunk.text))
             if "continue" in tasks and chunk.end_token - chunk.start_token < 2:
                 skipped["continue_too_short"] += 1
             elif "continue" in tasks:
                 prefix, rest = split_continuation(chunk.text, tokenizer)
-                rows.append(messages_row("continue", passage, chunk, continue_prompt(passage.title, prefix), rest))
+                rows.append(sft_row("continue", passage, chunk, continue_prompt(passage.title, prefix), rest))
         counts = {task: sum(r["task"] == task for r in rows) for task in tasks}
         return rows, counts, skipped
 

@@ -1,19 +1,29 @@
-r"""Stage-2 SFT data and GRPO prompts for LooGLE passages: question-answer pairs that the
-generator proposes from each chunk of the passage.
+r"""Stage-2 SFT data and GRPO prompts for LooGLE passages: question-answer pairs about each chunk
+of the passage.
 
-    python -m prepare_data.generate_qa --input ../shared/data/loogle-sample/shortdep_qa.jsonl \
+    python -m prepare_data.generate_qa --input data/loogle/shortdep_qa.jsonl \
         --passages 0-4 --model Qwen/Qwen2.5-7B-Instruct --backend vllm --format sft
     python -m prepare_data.generate_qa ... --format grpo      # RL source passages
+    python -m prepare_data.generate_qa --input demo/corpus.jsonl --passages 0-2 \
+        --model checkpoints/tiny-qwen2 --proposer cloze --output_dir data/demo   # no model runs
 
-Proposers: `json` (default) asks for a JSON list of --questions_per_chunk pairs per chunk and
-parses it leniently; `two_step` asks for questions one per line, then answers each with the
-chunk in context (works with any generator, including the tiny CPU demo model). Pairs are
-de-duplicated per passage (questions compared case- and punctuation-blind); malformed items
-are skipped and counted in the manifest.
+Proposers:
+  json      (default) the generator writes a JSON list of --questions_per_chunk pairs per
+            chunk, parsed leniently
+  two_step  the generator writes questions one per line, then answers each with the chunk in
+            context (works with any generator, even one that cannot write JSON)
+  cloze     RULE-BASED, NOT MODEL OUTPUT: fill-in-the-blank questions made from the chunk's own
+            sentences, the answer a name, number or word of the sentence, verbatim
+            (prepare_data/cloze.py). Deterministic; gives rows for any passage with words in it,
+            on any machine; --model only supplies the chunking tokenizer. The CPU quickstart
+            uses it, since a tiny random model writes no usable QA. The manifest says so
+            (settings.pairs_from).
+Pairs are de-duplicated per passage (questions compared case- and punctuation-blind); malformed
+items are skipped and counted in the manifest.
 
-No leak of the evaluation set: the pairs come only from the generator reading the passage
-text; the passage's LooGLE test QA are never shown to it, and a generated question equal to
-one of those test questions is dropped anyway (counted as `eval_overlap`).
+No leak of the evaluation set: the pairs come only from the passage text (and the generator
+reading it); the passage's LooGLE test QA are never shown to it, and a generated question equal
+to one of those test questions is dropped anyway (counted as `eval_overlap`).
 
 --format sft  -> DATA/passage{N}/stage2_sft.parquet (`messages`: closed-book solver prompt ->
                  answer; verl MultiTurnSFTDataset) + manifest_stage2.json
@@ -21,15 +31,15 @@ one of those test questions is dropped anyway (counted as `eval_overlap`).
                  extra_info["question"] for the judge reward) + manifest_grpo.json
 """
 
-import argparse
-import logging
-
-from prepare_data.passages import RL_COLUMNS, SFT_COLUMNS, add_generation_args, check_generation_args, load_passages, parse_passage_ids, run_per_passage, templates_sha256
+from prepare_data.cloze import cloze_items
+from prepare_data.passages import RL_COLUMNS, SFT_COLUMNS, generate_per_prompt, generation_cli, rl_row, run_per_passage, sft_row, templates_sha256
 from prompts import (
+    CLOZE_TEMPLATE,
     CONTEXT_SOLVER_TEMPLATE,
     PROPOSER_TEMPLATE,
     QUESTIONS_TEMPLATE,
     SOLVER_TEMPLATE,
+    cloze_question,
     context_solver_prompt,
     proposer_prompt,
     questions_prompt,
@@ -42,31 +52,31 @@ ABILITY = "closed_book_qa"
 OUTPUTS = {"sft": ("stage2", "stage2_sft.parquet"), "grpo": ("grpo", "grpo.parquet")}
 
 
-def propose_json(args, passage, chunks, generator):
+def _proposals(args, chunks, get_generator, make_prompt):
+    """(chunk, completion) for every completion the generator writes for `make_prompt(chunk)`."""
+    outputs = generate_per_prompt(get_generator(), args, [make_prompt(c) for c in chunks], args.samples_per_chunk)
+    return [(chunk, text) for chunk, completions in zip(chunks, outputs) for text in completions]
+
+
+def propose_json(args, passage, chunks, get_generator):
     """[(chunk, question, answer)] and the skip counts, from JSON-list proposals."""
-    conversations = [[{"role": "user", "content": proposer_prompt(passage.title, c.text, args.questions_per_chunk)}] for c in chunks]
-    outputs = generator.generate(conversations, args.max_new_tokens, args.temperature, args.top_p, args.seed, args.samples_per_chunk)
     triples, invalid = [], 0
-    for chunk, completions in zip(chunks, outputs):
-        for text in completions:
-            parsed = parse_qa_pairs(text)
-            invalid += parsed.invalid
-            triples.extend((chunk, p["question"], p["answer"]) for p in parsed.pairs)
+    for chunk, text in _proposals(args, chunks, get_generator, lambda c: proposer_prompt(passage.title, c.text, args.questions_per_chunk)):
+        parsed = parse_qa_pairs(text)
+        invalid += parsed.invalid
+        triples.extend((chunk, p["question"], p["answer"]) for p in parsed.pairs)
     return triples, {"invalid": invalid}
 
 
-def propose_two_step(args, passage, chunks, generator):
+def propose_two_step(args, passage, chunks, get_generator):
     """[(chunk, question, answer)]: questions one per line, then answers with the chunk in context."""
-    conversations = [[{"role": "user", "content": questions_prompt(passage.title, c.text, args.questions_per_chunk)}] for c in chunks]
-    outputs = generator.generate(conversations, args.max_new_tokens, args.temperature, args.top_p, args.seed, args.samples_per_chunk)
     asked, no_question = [], 0
-    for chunk, completions in zip(chunks, outputs):
-        for text in completions:
-            questions = parse_questions(text, limit=args.questions_per_chunk)
-            no_question += not questions
-            asked.extend((chunk, q) for q in questions)
+    for chunk, text in _proposals(args, chunks, get_generator, lambda c: questions_prompt(passage.title, c.text, args.questions_per_chunk)):
+        questions = parse_questions(text, limit=args.questions_per_chunk)
+        no_question += not questions
+        asked.extend((chunk, q) for q in questions)
     answer_prompts = [[{"role": "user", "content": context_solver_prompt(chunk.text, q)}] for chunk, q in asked]
-    answers = generator.generate(answer_prompts, args.max_new_tokens, 0.0, 1.0, args.seed, 1) if answer_prompts else []
+    answers = get_generator().generate(answer_prompts, args.max_new_tokens, 0.0, 1.0, args.seed, 1) if answer_prompts else []
     triples, no_answer = [], 0
     for (chunk, question), (text,) in zip(asked, answers):
         answer = extract_answer(text)
@@ -77,7 +87,28 @@ def propose_two_step(args, passage, chunks, generator):
     return triples, {"invalid": no_question + no_answer}
 
 
-PROPOSERS = {"json": propose_json, "two_step": propose_two_step}
+def propose_cloze(args, passage, chunks, get_generator):
+    """[(chunk, question, answer)] without a model: up to --questions_per_chunk cloze items per
+    chunk, spread over its sentences; a sentence the passage repeats is asked about once."""
+    by_chunk, seen, repeated = {}, set(), 0
+    for chunk, item in cloze_items(passage.text, passage.title, chunks):
+        question = cloze_question(passage.title, item.sentence)
+        if normalize_question(question) in seen:
+            repeated += 1
+            continue
+        seen.add(normalize_question(question))
+        by_chunk.setdefault(chunk.index, (chunk, []))[1].append((question, item.answer))
+    triples, not_asked = [], 0
+    for chunk, pairs in by_chunk.values():
+        k = min(args.questions_per_chunk, len(pairs))
+        picked = sorted({round(i * (len(pairs) - 1) / max(k - 1, 1)) for i in range(k)})
+        not_asked += len(pairs) - len(picked)
+        triples.extend((chunk, *pairs[i]) for i in picked)
+    return triples, {"repeated_sentences": repeated, "sentences_not_asked": not_asked}
+
+
+PROPOSERS = {"json": propose_json, "two_step": propose_two_step, "cloze": propose_cloze}
+PROPOSER_TEMPLATES = {"json": [PROPOSER_TEMPLATE], "two_step": [QUESTIONS_TEMPLATE, CONTEXT_SOLVER_TEMPLATE], "cloze": [CLOZE_TEMPLATE]}
 
 
 def select_pairs(passage, triples):
@@ -96,65 +127,49 @@ def select_pairs(passage, triples):
     return kept, skipped
 
 
-def sft_row(passage, chunk, question, answer, index):
-    return {
-        "messages": [
-            {"role": "user", "content": solver_prompt(passage.title, question)},
-            {"role": "assistant", "content": answer},
-        ],
-        "task": "qa",
-        "passage_id": passage.passage_id,
-        "chunk_index": chunk.index,
-    }
-
-
 def grpo_row(passage, chunk, question, answer, index):
-    return {
-        "data_source": DATA_SOURCE,
-        "prompt": [{"role": "user", "content": solver_prompt(passage.title, question)}],
-        "ability": ABILITY,
-        "reward_model": {"style": "model", "ground_truth": answer},
-        "extra_info": {
-            "index": index,
-            "passage_id": passage.passage_id,
-            "question": question,
-            "chunk_index": chunk.index,
-            "title": passage.title,
-        },
-    }
+    return rl_row(
+        DATA_SOURCE, ABILITY, solver_prompt(passage.title, question), answer,
+        index=index, passage_id=passage.passage_id, question=question, chunk_index=chunk.index, title=passage.title,
+    )
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_generation_args(parser, max_new_tokens=1024)
-    parser.add_argument("--format", default="sft", choices=sorted(OUTPUTS), help="sft: stage2_sft.parquet (default); grpo: grpo.parquet")
-    parser.add_argument("--proposer", default="json", choices=sorted(PROPOSERS), help="json (default) or two_step (see above)")
-    parser.add_argument("--questions_per_chunk", type=int, default=5, help="pairs asked for per chunk (default: 5)")
-    parser.add_argument("--samples_per_chunk", type=int, default=1, help="proposals sampled per chunk (>1 needs --temperature > 0)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    try:
-        check_generation_args(args)
+    options = [
+        ("--format", {"default": "sft", "choices": sorted(OUTPUTS), "help": "sft: stage2_sft.parquet (default); grpo: grpo.parquet"}),
+        ("--proposer", {"default": "json", "choices": sorted(PROPOSERS), "help": "json (default), two_step or cloze (rule-based, no model; see above)"}),
+        ("--questions_per_chunk", {"type": int, "default": 5, "help": "pairs asked for per chunk (default: 5)"}),
+        ("--samples_per_chunk", {"type": int, "default": 1, "help": "proposals sampled per chunk (>1 needs --temperature > 0)"}),
+    ]
+
+    def check(args):
         if args.questions_per_chunk < 1 or args.samples_per_chunk < 1:
             raise ValueError("--questions_per_chunk and --samples_per_chunk must be >= 1")
-        passages = load_passages(args.input, parse_passage_ids(args.passages))
-    except (ValueError, FileNotFoundError) as e:
-        parser.error(str(e))
+        if args.proposer == "cloze" and args.samples_per_chunk != 1:
+            raise ValueError("--proposer cloze is deterministic: --samples_per_chunk must be 1")
 
-    make_row = sft_row if args.format == "sft" else grpo_row
+    args, passages = generation_cli(argv, __doc__, 1024, options, check)
 
     def build_rows(passage, chunks, n_chunks, tokenizer, get_generator):
-        triples, skipped = PROPOSERS[args.proposer](args, passage, chunks, get_generator())
+        triples, skipped = PROPOSERS[args.proposer](args, passage, chunks, get_generator)
         kept, dropped = select_pairs(passage, triples)
-        rows = [make_row(passage, chunk, q, a, i) for i, (chunk, q, a) in enumerate(kept)]
+        if args.format == "sft":
+            rows = [sft_row("qa", passage, chunk, solver_prompt(passage.title, q), a) for chunk, q, a in kept]
+        else:
+            rows = [grpo_row(passage, chunk, q, a, i) for i, (chunk, q, a) in enumerate(kept)]
         return rows, {"qa": len(rows)}, {**skipped, **dropped}
 
-    templates = [PROPOSER_TEMPLATE] if args.proposer == "json" else [QUESTIONS_TEMPLATE, CONTEXT_SOLVER_TEMPLATE]
+    pairs_from = (
+        "rules: cloze questions made from the passage's own sentences, answers verbatim spans (no model output)"
+        if args.proposer == "cloze"
+        else f"model output: {args.model} ({args.backend} backend)"
+    )
     settings = {
         "proposer": args.proposer,
+        "pairs_from": pairs_from,
         "questions_per_chunk": args.questions_per_chunk,
         "samples_per_chunk": args.samples_per_chunk,
-        "templates_sha256": templates_sha256(*templates, SOLVER_TEMPLATE),
+        "templates_sha256": templates_sha256(*PROPOSER_TEMPLATES[args.proposer], SOLVER_TEMPLATE),
     }
     stage, output_name = OUTPUTS[args.format]
     columns = SFT_COLUMNS if args.format == "sft" else RL_COLUMNS

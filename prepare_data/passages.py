@@ -1,13 +1,15 @@
 """What every prepare_data entry point shares: LooGLE passages (validated, by passage id),
-passage-id ranges, the per-passage output folder, atomic parquet writes, the manifest that makes
-a rerun skip finished passages, the generator options and per-passage loop of the generating
-entry points, and the loader of the other datasets' files.
+passage-id ranges, the per-passage output folder, the row builders (SFT `messages` rows and verl
+RLHFDataset rows), atomic parquet writes, the manifest that makes a rerun skip finished
+passages, the generator options and per-passage loop of the generating entry points, and the
+loader and command line of the other datasets' converters.
 
 passage_id N is the 0-based index of the N-th non-blank row of the LooGLE jsonl.
 Per passage, under DATA_DIR/passage{N}/: eval.parquet, stage1_sft.parquet, stage2_sft.parquet,
 grpo.parquet, and a manifest_<stage>.json beside each, written last.
 """
 
+import argparse
 import ast
 import hashlib
 import json
@@ -18,14 +20,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from utils import check_chunk_sizes, is_hub_id, write_json_atomic
+
 log = logging.getLogger("prepare_data")
 
 # Column order of the parquet files (verl reads `messages`, or the RLHFDataset columns).
 SFT_COLUMNS = ["messages", "task", "passage_id", "chunk_index"]
 RL_COLUMNS = ["data_source", "prompt", "ability", "reward_model", "extra_info"]
 
-LOOGLE_HUB_DATASET = "bigai-nlco/LooGLE"
-LOOGLE_HUB_CONFIG = "shortdep_qa"
+# Where loogle-clean/clean_loogle.py writes LooGLE's short-dependency QA, cleaned.
+DEFAULT_LOOGLE_FILE = "data/loogle/shortdep_qa.jsonl"
 
 
 @dataclass
@@ -52,7 +56,8 @@ def parse_passage_ids(spec):
     return sorted(set(ids))
 
 
-def _parse_row(row, where):
+def parse_loogle_row(row, where):
+    """(title, text, qa_pairs) of one LooGLE row, validated; a ValueError naming `where` otherwise."""
     if not isinstance(row, dict):
         raise ValueError(f"{where}: expected a JSON object with input, title, qa_pairs; got {type(row).__name__}")
     for key in ("input", "title"):
@@ -84,7 +89,10 @@ def load_passages(path, passage_ids=None):
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"LooGLE file not found: {path} (pass --input FILE.jsonl)")
+        raise FileNotFoundError(
+            f"LooGLE file not found: {path} (write data/loogle/*.jsonl with `python loogle-clean/clean_loogle.py`, "
+            "or pass --input FILE.jsonl)"
+        )
     wanted = None if passage_ids is None else set(passage_ids)
     passages, n_rows = {}, 0
     with open(path, encoding="utf-8") as f:
@@ -99,7 +107,7 @@ def load_passages(path, passage_ids=None):
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{where}: not valid JSON ({e})") from None
-            title, text, qa_pairs = _parse_row(row, where)
+            title, text, qa_pairs = parse_loogle_row(row, where)
             passages[passage_id] = Passage(passage_id, title, text, qa_pairs, source=f"{path} line {line_no}")
     missing = sorted((wanted or set()) - set(passages))
     if missing:
@@ -107,25 +115,30 @@ def load_passages(path, passage_ids=None):
     return [passages[i] for i in sorted(passages)]
 
 
-def load_hub_passages(passage_ids=None):
-    """The same passages from the Hugging Face hub (needs network and the `datasets` package)."""
-    from datasets import load_dataset
-
-    rows = load_dataset(LOOGLE_HUB_DATASET, LOOGLE_HUB_CONFIG, split="test")
-    ids = range(len(rows)) if passage_ids is None else passage_ids
-    bad = [i for i in ids if i >= len(rows)]
-    if bad:
-        raise ValueError(f"passage id(s) {bad} out of range: {LOOGLE_HUB_DATASET} has {len(rows)} passages")
-    passages = []
-    for i in ids:
-        where = f"{LOOGLE_HUB_DATASET}/{LOOGLE_HUB_CONFIG} row {i}"
-        title, text, qa_pairs = _parse_row(rows[i], where)
-        passages.append(Passage(i, title, text, qa_pairs, source=where))
-    return passages
-
-
 def passage_dir(data_dir, passage_id):
     return Path(data_dir) / f"passage{passage_id}"
+
+
+def sft_row(task, passage, chunk, prompt, response):
+    """One SFT row: a user prompt and the assistant turn to learn (verl MultiTurnSFTDataset)."""
+    return {
+        "messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}],
+        "task": task,
+        "passage_id": passage.passage_id,
+        "chunk_index": chunk.index,
+    }
+
+
+def rl_row(data_source, ability, prompt, ground_truth, **extra_info):
+    """One row of verl's RLHFDataset schema: the user prompt as a one-turn chat, the reference the
+    reward compares with, and `extra_info` (index, question, ... for the reward and the logs)."""
+    return {
+        "data_source": data_source,
+        "prompt": [{"role": "user", "content": prompt}],
+        "ability": ability,
+        "reward_model": {"style": "model", "ground_truth": ground_truth},
+        "extra_info": extra_info,
+    }
 
 
 def write_parquet(rows, path, columns):
@@ -138,15 +151,6 @@ def write_parquet(rows, path, columns):
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         pd.DataFrame(rows, columns=columns).to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_json(obj, path):
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -195,16 +199,35 @@ def finish_stage(out_dir, stage, passage, output_name, columns, rows, counts, sk
         "settings": settings,
         "seconds": round(seconds, 2),
     }
-    _write_json(manifest, manifest_path(out_dir, stage))
+    write_json_atomic(manifest_path(out_dir, stage), manifest)
     return manifest
 
 
 # --- Command-line options shared by the entry points that generate -----------------------------
 
 
+def generation_cli(argv, doc, max_new_tokens, options, check):
+    """The command line of a generating entry point: the shared options below, plus `options`
+    ((flag, argparse kwargs) pairs); `check(args)` raises ValueError for bad values. Returns
+    (args, passages); bad input is a usage error before anything is loaded or written."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_generation_args(parser, max_new_tokens)
+    for flag, kwargs in options:
+        parser.add_argument(flag, **kwargs)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        check_generation_args(args)
+        check(args)
+        passages = load_passages(args.input, parse_passage_ids(args.passages))
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
+    return args, passages
+
+
 def add_generation_args(parser, max_new_tokens):
     """Input/output, chunking and generator options (sizes small enough for the CPU demo)."""
-    parser.add_argument("--input", required=True, help="LooGLE jsonl (input, title, qa_pairs)")
+    parser.add_argument("--input", required=True, help=f"LooGLE jsonl (input, title, qa_pairs), e.g. {DEFAULT_LOOGLE_FILE} or demo/corpus.jsonl")
     parser.add_argument("--passages", required=True, help="passage ids: N, N-M or a comma list such as 0,2,5-7")
     parser.add_argument("--output_dir", default="data", help="root of the per-passage folders (default: data)")
     parser.add_argument("--model", required=True, help="generator: a local HF model dir (hf, vllm) or a served model name (openai)")
@@ -226,14 +249,12 @@ def add_generation_args(parser, max_new_tokens):
 
 
 def check_generation_args(args):
-    if args.chunk_tokens < 1 or args.overlap_tokens < 0 or 2 * args.overlap_tokens >= args.chunk_tokens:
-        raise ValueError(f"need --chunk_tokens >= 1 and 0 <= --overlap_tokens < chunk_tokens/2, got {args.chunk_tokens}, {args.overlap_tokens}")
+    check_chunk_sizes(args.chunk_tokens, args.overlap_tokens)
     if args.max_chunks < 0 or args.max_new_tokens < 1:
         raise ValueError("--max_chunks must be >= 0 and --max_new_tokens >= 1")
     if args.backend == "openai" and not args.tokenizer and not Path(args.model).is_dir():
         raise ValueError(f"--backend openai serves {args.model!r} remotely: pass --tokenizer DIR (a local HF tokenizer) for chunking")
-    hub_id = re.fullmatch(r"[\w.-]+/[\w.-]+", args.model) and not args.model.startswith(".")
-    if args.backend != "openai" and not Path(args.model).is_dir() and not hub_id:
+    if args.backend != "openai" and not Path(args.model).is_dir() and not is_hub_id(args.model):
         raise ValueError(f"--model {args.model!r} is neither a local model directory nor a hub id such as Qwen/Qwen2.5-7B-Instruct")
 
 
@@ -273,6 +294,12 @@ def generation_settings(args, passage, extra):
         "text_sha256": hashlib.sha256(passage.text.encode("utf-8")).hexdigest(),
         **extra,
     }
+
+
+def generate_per_prompt(generator, args, prompts, n=1):
+    """`n` completions for each user prompt, with the sampling settings of `args`."""
+    conversations = [[{"role": "user", "content": prompt}] for prompt in prompts]
+    return generator.generate(conversations, args.max_new_tokens, args.temperature, args.top_p, args.seed, n)
 
 
 def templates_sha256(*templates):
@@ -349,24 +376,42 @@ def load_records(path, hub_dataset, hub_config, split):
                         raise ValueError(f"{path} line {line_no}: not valid JSON ({e})") from None
         return rows
     if path.suffix == ".json":
+        text = path.read_text(encoding="utf-8")
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            return json.loads(text)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
+            try:  # LooGLE's own .json files hold one object per line
+                return [json.loads(line) for line in text.splitlines() if line.strip()]
+            except json.JSONDecodeError:
+                raise ValueError(f"{path}: not valid JSON, nor one JSON object per line ({e})") from None
     raise ValueError(f"{path}: expected a .jsonl, .json or .parquet file")
 
 
-def add_dataset_args(parser, default_split):
+def convert_dataset_main(argv, doc, name, hub_dataset, hub_config, convert, options=()):
+    """The command line every dataset converter shares: rows of --input (or of the hub split) ->
+    `convert(records, source, **options) -> RLHFDataset rows` -> --output, indexed; bad input is
+    a usage error before anything is written. `options`: (flag, argparse kwargs) pairs whose
+    values go to `convert` by name."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", help="local file (.jsonl/.json/.parquet); omit to download from the hub")
-    parser.add_argument("--split", default=default_split, help=f"hub split (default: {default_split})")
+    parser.add_argument("--split", default="train", help="hub split (default: train)")
     parser.add_argument("--output", required=True, help="the parquet to write (verl RLHFDataset schema)")
     parser.add_argument("--max_rows", type=int, default=0, help="keep only the first N rows; 0 = all")
-
-
-def write_rl_dataset(rows, args, name):
-    rows = rows[: args.max_rows] if args.max_rows else rows
-    if not rows:
-        raise ValueError(f"no {name} rows to write (check --input / --split)")
+    for flag, kwargs in options:
+        parser.add_argument(flag, **kwargs)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        records = load_records(args.input, hub_dataset, hub_config, args.split)
+        values = {flag.lstrip("-"): getattr(args, flag.lstrip("-")) for flag, _ in options}
+        rows = convert(records, args.input or f"{hub_dataset}:{args.split}", **values)
+        rows = rows[: args.max_rows] if args.max_rows else rows
+        if not rows:
+            raise ValueError(f"no {name} rows to write (check --input / --split)")
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
+    except KeyError as e:
+        parser.error(f"KeyError: {e}")
     for index, row in enumerate(rows):
         row["extra_info"]["index"] = index
     write_parquet(rows, Path(args.output), RL_COLUMNS)

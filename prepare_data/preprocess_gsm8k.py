@@ -7,11 +7,9 @@ Rows of openai/gsm8k ("main"): `question`, `answer` (worked solution ending "###
 The prompt asks for step-by-step work and a final "Answer:" line; ground_truth is the number.
 """
 
-import argparse
-import logging
 import re
 
-from prepare_data.passages import add_dataset_args, load_records, write_rl_dataset
+from prepare_data.passages import convert_dataset_main, rl_row
 from prompts import math_prompt
 
 _FINAL = re.compile(r"####\s*(.+?)\s*\Z", re.DOTALL)
@@ -24,28 +22,13 @@ def convert(records, source):
         final = _FINAL.search(solution or "")
         if not (isinstance(question, str) and question.strip() and final):
             raise ValueError(f"{source} row {i}: need `question` and an `answer` ending in '#### <number>', got {record!r:.200}")
-        rows.append(
-            {
-                "data_source": "gsm8k",
-                "prompt": [{"role": "user", "content": math_prompt(question)}],
-                "ability": "math",
-                "reward_model": {"style": "model", "ground_truth": final.group(1).replace(",", "")},
-                "extra_info": {"index": i, "question": question, "solution": solution},
-            }
-        )
+        number = final.group(1).replace(",", "")
+        rows.append(rl_row("gsm8k", "math", math_prompt(question), number, index=i, question=question, solution=solution))
     return rows
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataset_args(parser, default_split="train")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    try:
-        records = load_records(args.input, "openai/gsm8k", "main", args.split)
-        write_rl_dataset(convert(records, args.input or f"openai/gsm8k:{args.split}"), args, "gsm8k")
-    except (ValueError, FileNotFoundError) as e:
-        parser.error(str(e))
+    convert_dataset_main(argv, __doc__, "gsm8k", "openai/gsm8k", "main", convert)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,7 @@ unanswerable v2.0 questions are left out). The prompt carries the paragraph
 for LooGLE). ground_truth is the first reference answer; extra_info keeps all of them.
 """
 
-import argparse
-import logging
-
-from prepare_data.passages import add_dataset_args, load_records, write_rl_dataset
+from prepare_data.passages import convert_dataset_main, rl_row
 from prompts import context_solver_prompt, solver_prompt
 
 
@@ -39,29 +36,16 @@ def convert(records, source, closed_book):
             continue  # SQuAD 2.0 unanswerable
         title = (record.get("title") or "").replace("_", " ")
         prompt = solver_prompt(title, record["question"]) if closed_book else context_solver_prompt(record["context"], record["question"])
-        rows.append(
-            {
-                "data_source": "squad",
-                "prompt": [{"role": "user", "content": prompt}],
-                "ability": "closed_book_qa" if closed_book else "reading_comprehension",
-                "reward_model": {"style": "model", "ground_truth": texts[0]},
-                "extra_info": {"index": i, "question": record["question"], "answers": list(texts), "title": title, "id": str(record.get("id") or "")},
-            }
-        )
+        rows.append(rl_row(
+            "squad", "closed_book_qa" if closed_book else "reading_comprehension", prompt, texts[0],
+            index=i, question=record["question"], answers=list(texts), title=title, id=str(record.get("id") or ""),
+        ))
     return rows
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataset_args(parser, default_split="train")
-    parser.add_argument("--closed_book", action="store_true", help="question only, no paragraph in the prompt")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    try:
-        records = load_records(args.input, "rajpurkar/squad", None, args.split)
-        write_rl_dataset(convert(records, args.input or f"rajpurkar/squad:{args.split}", args.closed_book), args, "squad")
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        parser.error(f"{e.__class__.__name__}: {e}" if isinstance(e, KeyError) else str(e))
+    closed_book = ("--closed_book", {"action": "store_true", "help": "question only, no paragraph in the prompt"})
+    convert_dataset_main(argv, __doc__, "squad", "rajpurkar/squad", None, convert, options=[closed_book])
 
 
 if __name__ == "__main__":

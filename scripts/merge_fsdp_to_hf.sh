@@ -10,10 +10,9 @@
 #   DRY_RUN=1 bash scripts/merge_fsdp_to_hf.sh ...   # print the commands only
 # Runs on CPU or GPU alike.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/train/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
-[[ "${1:-}" == -h || "${1:-}" == --help || $# -ne 2 ]] && usage
+(($# == 2)) || usage_error "needs CHECKPOINT_DIR and TARGET_DIR"
 checkpoint_dir="${1%/}"
 target_dir="${2%/}"
 

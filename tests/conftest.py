@@ -98,7 +98,7 @@ def lexical_judge_url(tmp_path_factory):
     it (scripts/train/start_judge_server.sh); its log is in the fixture's tmp folder."""
     log_dir = tmp_path_factory.mktemp("judge")
     port = free_port()
-    env = {**os.environ, "JUDGE_PORT": str(port), "JUDGE_LOG_DIR": str(log_dir), "PYTHON": sys.executable}
+    env = {**os.environ, "JUDGE_PORT": str(port), "LOG_DIR": str(log_dir), "PYTHON": sys.executable}
     env.pop("JUDGE_SERVER_URL", None)
     done = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "train" / "start_judge_server.sh"), "--backend", "lexical"],
                           capture_output=True, text=True, timeout=120, env=env)

@@ -1,11 +1,16 @@
-"""Small helpers the tests share (import them: `from helpers import free_port, load_state`).
+"""Small helpers the tests share (import them: `from helpers import free_port, load_state`), and
+real servers on loopback: `serve` (any ASGI app under uvicorn) and `scripted_backend` (a fake
+OpenAI-compatible judge backend).
 
 Checkpoints are read here with plain safetensors/torch, independently of the operator's own
 checkpoint I/O, so that tests of the operator compare against something it did not compute.
 """
 
+import contextlib
 import shutil
 import socket
+import threading
+import time
 from pathlib import Path
 
 import torch
@@ -38,3 +43,61 @@ def perturbed_copy(src, dst, seed, scale=1e-2):
     state = {n: (t.float() + torch.randn(t.shape, generator=g) * scale).to(t.dtype) for n, t in load_state(src).items()}
     save_file(state, Path(dst) / "model.safetensors", metadata={"format": "pt"})
     return Path(dst)
+
+
+@contextlib.contextmanager
+def serve(app, port=None, host="127.0.0.1"):
+    """Serve an ASGI app with uvicorn in a background thread; yields its base URL."""
+    import uvicorn
+
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        if not thread.is_alive() or time.time() > deadline:
+            raise RuntimeError(f"uvicorn did not start on port {port}")
+        time.sleep(0.02)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+def scripted_backend(statuses=(), reply="yes", delay_s=0.0, finish_reason="stop"):
+    """A real OpenAI-compatible /v1/chat/completions endpoint (FastAPI) that first answers the
+    given error statuses, then `reply` (a string, or a function of the request body). Records each
+    request body, its Authorization header and the peak number of concurrent calls in app.state."""
+    import asyncio
+
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+
+    app = FastAPI()
+    app.state.statuses = list(statuses)
+    app.state.calls = []
+    app.state.auth_headers = []
+    app.state.active = 0
+    app.state.peak = 0
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: dict, request: Request):
+        app.state.calls.append(body)
+        app.state.auth_headers.append(request.headers.get("authorization"))
+        app.state.active += 1
+        app.state.peak = max(app.state.peak, app.state.active)
+        try:
+            await asyncio.sleep(delay_s)
+        finally:
+            app.state.active -= 1
+        if app.state.statuses:
+            return JSONResponse({"error": {"message": "scripted failure"}}, status_code=app.state.statuses.pop(0))
+        content = reply(body) if callable(reply) else reply
+        return {
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}],
+        }
+
+    return app

@@ -18,8 +18,7 @@ import pytest
 
 from eval_loogle import generate_answers, score_answers, score_answers_with_server
 from eval_loogle.common import EvalSet, context_conversations, load_eval_set, model_tag_from_path, write_json_atomic
-from eval_loogle import judge_utils
-from eval_loogle.judge_utils import accuracy_summary, automatic_metrics, bleu_scores, final_number, judge_numeric, load_wordnet, meteor, rouge_recalls
+from eval_loogle.judge_utils import accuracy_summary, final_number, judge_numeric
 from helpers import free_port
 from prepare_data import loogle_to_parquet
 
@@ -28,50 +27,6 @@ SHOW_RESULTS = REPO_ROOT / "scripts" / "show_results.py"
 PASSAGES = (0, 4)  # 6 and 4 questions
 N_RUNS = 2
 FAST = ["--max_new_tokens", "8", "--batch_size", "16"]  # the tiny model talks nonsense anyway
-
-
-# --- Automatic metrics on hand-made pairs ------------------------------------------------------
-
-
-def test_bleu_matches_hand_computed_values():
-    # 4 of 4 hypothesis words match, reference has 5: precision 1, brevity penalty exp(1 - 5/4).
-    bleu1, bleu4 = bleu_scores("the quick brown fox jumps", "the quick brown fox")
-    assert bleu1 == pytest.approx(math.exp(-0.25))
-    assert bleu4 == pytest.approx(math.exp(-0.25))  # the one 4-gram matches: LooGLE's BLEU-4 = p4 x BP
-    bleu1, bleu4 = bleu_scores("a b c d", "a b x y")
-    assert bleu1 == pytest.approx(0.5)
-    assert bleu4 == pytest.approx(0.0, abs=1e-300)  # no smoothing: no matching 4-gram scores zero
-
-
-def test_rouge_reports_recall():
-    # reference a b c d, hypothesis a b x y x: unigram recall 2/4, bigram recall 1/3 (ab of ab bc cd),
-    # LCS "a b" = 2 of 4. Precision would differ (2/5), so this shows recall is what is reported.
-    assert rouge_recalls("a b c d", "a b x y x") == pytest.approx((0.5, 1 / 3, 0.5))
-
-
-def test_meteor_uses_wordnet_synonyms():
-    wordnet, why = load_wordnet()
-    assert wordnet is not None, f"METEOR needs WordNet on this machine: {why}"
-    # 4 matched words in one chunk: fmean 1, penalty 0.5 * (1/4)^3.
-    assert meteor("the car is here", "the car is here", wordnet) == pytest.approx(1 - 0.5 / 64)
-    # "auto" is a WordNet synonym of "car": the same score as the exact match.
-    assert meteor("the car is here", "the auto is here", wordnet) == pytest.approx(1 - 0.5 / 64)
-    # an unrelated word: 3 of 4 match (P = R = 0.75); sorted token sets [car here is the] and
-    # [here is the tree] align in one chunk -> 0.75 * (1 - 0.5 * (1/3)^3)
-    assert meteor("the car is here", "the tree is here", wordnet) == pytest.approx(0.75 * (1 - 0.5 / 27))
-
-
-def test_meteor_reported_unavailable_without_wordnet(tmp_path, monkeypatch):
-    import nltk
-
-    monkeypatch.setattr(nltk.data, "path", [str(tmp_path / "nltk_data")])
-    monkeypatch.setattr(judge_utils, "DEBIAN_WORDNET_DIR", tmp_path / "no_wordnet")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    rows = [{"reference": "Pan-Islamism.", "answer": "Pan-Islamism."}]
-    metrics = automatic_metrics(rows)
-    assert "meteor" not in metrics["mean"] and "meteor" not in rows[0]
-    assert "apt-get install wordnet-base" in metrics["unavailable"]["meteor"]
-    assert metrics["mean"]["rouge1"] == 1.0 and metrics["mean"]["bleu1"] == 1.0
 
 
 # --- Small pure pieces -------------------------------------------------------------------------
@@ -162,6 +117,17 @@ def test_new_token_budget_follows_the_loogle_split(data_dir, tiny_model, tmp_pat
     assert "loogle_split_missing" not in header["generation"]
 
 
+def test_long_dependency_eval_set_gets_500_new_tokens(loogle_corpus, tiny_model, tmp_path):
+    longdep = tmp_path / "longdep_qa.jsonl"  # the corpus in a file named as LooGLE's long-dependency QA
+    longdep.write_bytes(Path(loogle_corpus).read_bytes())
+    loogle_to_parquet.main(["--input", str(longdep), "--output_dir", str(tmp_path), "--passages", "4"])
+    parser = generate_answers.argparse.ArgumentParser()
+    generate_answers.add_generation_args(parser)
+    _, header, _, budgets = generate_answers.prepare(parser.parse_args(["--passage_idx", "4", "--model_path", str(tiny_model),
+                                                                        "--data_dir", str(tmp_path), "--backend", "hf"]))
+    assert budgets == [500] * 4 and header["generation"]["max_new_tokens"] == 500
+
+
 def test_rows_without_a_loogle_split_are_shortdep_and_recorded(data_dir, tiny_model, tmp_path):
     with_loogle_split(data_dir / "passage4" / "eval.parquet", [None, None, "longdep", None], tmp_path)
     eval_set = load_eval_set(4, data_dir=tmp_path)
@@ -220,7 +186,7 @@ def evaluated(tmp_path_factory, tiny_model, data_dir, judge_url):
                            "--n_runs", str(N_RUNS), "--data_dir", str(data_dir), "--results_dir", str(results), *FAST])
     score_answers_with_server.main(["--answers_file", str(results / "tiny" / "passage0" / "answers.json"),
                                     "--results_dir", str(results), "--judge_url", judge_url])
-    env = {"passage_id": 4, "MODEL_PATH": tiny_model, "MODEL_TAG": "tiny", "N_RUNS": N_RUNS, "DATA_DIR": data_dir,
+    env = {"passage_id": 4, "MODEL_PATH": tiny_model, "MODEL_TAG": "tiny", "N_RUNS": N_RUNS, "DATA_ROOT": data_dir,
            "RESULTS_DIR": results, "JUDGE_URL": judge_url}
     run_script("scripts/eval/eval_sft.sh", env, *FAST)
     return results
@@ -375,8 +341,8 @@ def test_scripts_dry_run_print_the_command_with_passthrough_args():
 
 @pytest.mark.slow
 def test_eval_with_context_script(tiny_model, data_dir, judge_url, loogle_corpus, tmp_path):
-    env = {"passage_id": 4, "MODEL_PATH": tiny_model, "N_RUNS": 1, "DATA_DIR": data_dir, "RESULTS_DIR": tmp_path,
-           "JUDGE_URL": judge_url, "LOOGLE_FILE": loogle_corpus, "MAX_CONTEXT_TOKENS": 512}
+    env = {"passage_id": 4, "MODEL_PATH": tiny_model, "N_RUNS": 1, "DATA_ROOT": data_dir, "RESULTS_DIR": tmp_path,
+           "JUDGE_URL": judge_url, "LOOGLE": loogle_corpus, "MAX_CONTEXT_TOKENS": 512}
     run_script("scripts/eval_with_context.sh", env, *FAST)
     doc = json.loads((tmp_path / f"{model_tag_from_path(tiny_model)}-context" / "passage4" / "test_results.json").read_text())
     assert doc["generation"]["prompt"] == "passage_in_context" and doc["generation"]["max_context_tokens"] == 512

@@ -1,6 +1,8 @@
-"""prepare_data on the real LooGLE sample: every parquet read back by verl's own RLHFDataset /
-MultiTurnSFTDataset with the tiny tokenizer, generation with the hf backend and the tiny model,
-resumability (a killed run finished by a rerun equals one clean run), and bad input."""
+"""prepare_data on LooGLE-format data the tests write (tests/loogle_fixture.py) and on the demo
+corpus: every parquet read back by verl's own RLHFDataset / MultiTurnSFTDataset with the tiny
+tokenizer, generation with the hf backend and the tiny model, the model-free cloze proposer,
+resumability (a killed run finished by a rerun equals one clean run), and bad input. One extra
+check (marked real_sample) runs the data code over LooGLE's real sample where it is available."""
 
 import ast
 import json
@@ -16,17 +18,20 @@ import pytest
 from omegaconf import OmegaConf
 
 from prepare_data import generate_mixed_data, generate_qa, loogle_to_parquet
+from prepare_data.cloze import BLANK, cloze_items, sentence_spans
 from prepare_data.generate_qa import select_pairs
 from prepare_data.passages import Passage, load_passages, parse_passage_ids
-from prompts import solver_prompt
+from prompts import cloze_question, solver_prompt
+from utils import chunk_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_CORPUS = REPO_ROOT / "demo" / "corpus.jsonl"
 # Small enough for 2 CPU cores: 3 chunks of <= 96 tokens per passage, 16 new tokens.
 SIZES = ["--chunk_tokens", "96", "--overlap_tokens", "16", "--max_chunks", "3", "--max_new_tokens", "16"]
 
 
-def sample_rows(loogle_sample):
-    with open(loogle_sample, encoding="utf-8") as f:
+def corpus_rows(path):
+    with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
@@ -50,9 +55,9 @@ def manifest(data_dir, passage_id, stage):
 # --- eval sets ----------------------------------------------------------------------------------
 
 
-def test_eval_parquet_per_passage_read_by_verl(loogle_sample, tiny_tokenizer, tmp_path):
-    loogle_to_parquet.main(["--input", str(loogle_sample), "--output_dir", str(tmp_path / "data"), "--passages", "0-4"])
-    for passage_id, row in enumerate(sample_rows(loogle_sample)):
+def test_eval_parquet_per_passage_read_by_verl(loogle_corpus, tiny_tokenizer, tmp_path):
+    loogle_to_parquet.main(["--input", str(loogle_corpus), "--output_dir", str(tmp_path / "data"), "--passages", "0-4"])
+    for passage_id, row in enumerate(corpus_rows(loogle_corpus)):
         qa_pairs = ast.literal_eval(row["qa_pairs"])
         path = tmp_path / "data" / f"passage{passage_id}" / "eval.parquet"
         dataset = rl_dataset(path, tiny_tokenizer, tmp_path)
@@ -64,9 +69,33 @@ def test_eval_parquet_per_passage_read_by_verl(loogle_sample, tiny_tokenizer, tm
             assert item["reward_model"] == {"style": "model", "ground_truth": qa["A"]}
             assert item["extra_info"]["passage_id"] == passage_id and item["extra_info"]["index"] == index
             assert item["extra_info"]["question"] == qa["Q"] and item["extra_info"]["evidence"] == qa["S"]
+            assert item["extra_info"]["loogle_split"] == "shortdep"  # from the file's name, shortdep_qa.jsonl
             # Closed-book: the question in the solver prompt, no passage text.
             assert item["raw_prompt"] == [{"role": "user", "content": solver_prompt(row["title"], qa["Q"])}]
-        assert manifest(tmp_path / "data", passage_id, "eval")["rows"] == len(qa_pairs)
+        info = manifest(tmp_path / "data", passage_id, "eval")
+        assert info["rows"] == len(qa_pairs) and info["settings"]["loogle_split"] == "shortdep"
+
+
+def test_eval_split_from_the_file_name_or_option(loogle_corpus, tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    def splits(input_file, *extra):
+        out = tmp_path / input_file.stem
+        loogle_to_parquet.main(["--input", str(input_file), "--output_dir", str(out), "--passages", "4", *extra])
+        rows = pq.read_table(out / "passage4" / "eval.parquet").to_pylist()
+        assert manifest(out, 4, "eval")["settings"]["loogle_split"] == rows[0]["extra_info"]["loogle_split"]
+        return {r["extra_info"]["loogle_split"] for r in rows}
+
+    longdep = tmp_path / "longdep_qa.jsonl"
+    longdep.write_bytes(loogle_corpus.read_bytes())
+    neutral = tmp_path / "my_documents.jsonl"
+    neutral.write_bytes(loogle_corpus.read_bytes())
+    assert splits(longdep) == {"longdep"}
+    assert splits(neutral) == {"shortdep"} and splits(neutral, "--split", "longdep") == {"longdep"}
+    with pytest.raises(SystemExit):
+        loogle_to_parquet.main(["--input", str(longdep), "--output_dir", str(tmp_path / "x"), "--split", "shortdep"])
+    assert "--split shortdep, but the file name 'longdep_qa.jsonl' says longdep" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 # --- bad input ----------------------------------------------------------------------------------
@@ -107,15 +136,15 @@ def test_bad_input_is_a_clear_error_before_any_output(tmp_path, capsys, rows, pa
         assert not out.exists()
 
 
-def test_missing_file_and_bad_sizes_are_clear_errors(tmp_path, capsys, loogle_sample, tiny_model):
+def test_missing_file_and_bad_sizes_are_clear_errors(tmp_path, capsys, loogle_corpus, tiny_model):
     with pytest.raises(SystemExit):
         generate_qa.main(["--input", str(tmp_path / "nope.jsonl"), "--passages", "0", "--model", str(tiny_model)])
     assert "LooGLE file not found" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        generate_mixed_data.main(["--input", str(loogle_sample), "--passages", "0", "--model", str(tiny_model), "--chunk_tokens", "64", "--overlap_tokens", "32"])
+        generate_mixed_data.main(["--input", str(loogle_corpus), "--passages", "0", "--model", str(tiny_model), "--chunk_tokens", "64", "--overlap_tokens", "32"])
     assert "--overlap_tokens < chunk_tokens/2" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        generate_qa.main(["--input", str(loogle_sample), "--passages", "0", "--model", str(tmp_path / "no-model")])
+        generate_qa.main(["--input", str(loogle_corpus), "--passages", "0", "--model", str(tmp_path / "no-model")])
     assert "is neither a local model directory nor a hub id" in capsys.readouterr().err
 
 
@@ -131,14 +160,14 @@ def test_passage_ranges():
 
 
 @pytest.fixture(scope="module")
-def stage1_dir(loogle_sample, tiny_model, tmp_path_factory):
+def stage1_dir(loogle_corpus, tiny_model, tmp_path_factory):
     data = tmp_path_factory.mktemp("stage1")
-    generate_mixed_data.main(["--input", str(loogle_sample), "--passages", "0-1", "--output_dir", str(data), "--model", str(tiny_model), *SIZES])
+    generate_mixed_data.main(["--input", str(loogle_corpus), "--passages", "0-1", "--output_dir", str(data), "--model", str(tiny_model), *SIZES])
     return data
 
 
-def test_stage1_data_read_by_verl_with_verbatim_recall_and_continue(stage1_dir, loogle_sample, tiny_tokenizer):
-    rows = sample_rows(loogle_sample)
+def test_stage1_data_read_by_verl_with_verbatim_recall_and_continue(stage1_dir, loogle_corpus, tiny_tokenizer):
+    rows = corpus_rows(loogle_corpus)
     for passage_id in (0, 1):
         path = stage1_dir / f"passage{passage_id}" / "stage1_sft.parquet"
         frame = pd.read_parquet(path)
@@ -163,8 +192,8 @@ def test_stage1_data_read_by_verl_with_verbatim_recall_and_continue(stage1_dir, 
         assert item["loss_mask"].sum() > 0  # the assistant turn is trained on
 
 
-def test_stage1_rerun_skips_complete_passages_and_redoes_changed_or_partial_ones(stage1_dir, loogle_sample, tiny_model, caplog):
-    args = ["--input", str(loogle_sample), "--passages", "0-1", "--output_dir", str(stage1_dir), "--model", str(tiny_model), *SIZES]
+def test_stage1_rerun_skips_complete_passages_and_redoes_changed_or_partial_ones(stage1_dir, loogle_corpus, tiny_model, caplog):
+    args = ["--input", str(loogle_corpus), "--passages", "0-1", "--output_dir", str(stage1_dir), "--model", str(tiny_model), *SIZES]
     p0, p1 = (stage1_dir / f"passage{i}" / "stage1_sft.parquet" for i in (0, 1))
     before = (p0.stat().st_mtime_ns, p1.stat().st_mtime_ns)
     with caplog.at_level("INFO"):
@@ -183,10 +212,10 @@ def test_stage1_rerun_skips_complete_passages_and_redoes_changed_or_partial_ones
 
 
 @pytest.mark.slow
-def test_killed_generation_finished_by_a_rerun_equals_one_clean_run(loogle_sample, tiny_model, tmp_path):
+def test_killed_generation_finished_by_a_rerun_equals_one_clean_run(loogle_corpus, tiny_model, tmp_path):
     """SIGKILL in the middle of passage 1, rerun: the data equals an uninterrupted run's (seeded sampling)."""
     def command(out):
-        return [sys.executable, "-m", "prepare_data.generate_mixed_data", "--input", str(loogle_sample), "--passages", "0-2",
+        return [sys.executable, "-m", "prepare_data.generate_mixed_data", "--input", str(loogle_corpus), "--passages", "0-2",
                 "--output_dir", str(out), "--model", str(tiny_model), *SIZES, "--max_new_tokens", "24",
                 "--temperature", "0.9", "--top_p", "0.95", "--seed", "5", "--summaries_per_chunk", "2"]
 
@@ -224,16 +253,16 @@ def test_killed_generation_finished_by_a_rerun_equals_one_clean_run(loogle_sampl
 
 
 @pytest.fixture(scope="module")
-def qa_dir(loogle_sample, tiny_model, tmp_path_factory):
+def qa_dir(loogle_corpus, tiny_model, tmp_path_factory):
     data = tmp_path_factory.mktemp("qa")
-    common = ["--input", str(loogle_sample), "--passages", "0-1", "--output_dir", str(data), "--model", str(tiny_model), *SIZES]
+    common = ["--input", str(loogle_corpus), "--passages", "0-1", "--output_dir", str(data), "--model", str(tiny_model), *SIZES]
     generate_qa.main([*common, "--proposer", "two_step", "--format", "sft", "--questions_per_chunk", "2"])
     generate_qa.main([*common, "--proposer", "two_step", "--format", "grpo", "--questions_per_chunk", "2"])
     return data
 
 
-def test_stage2_and_grpo_data_read_by_verl(qa_dir, loogle_sample, tiny_tokenizer, tmp_path):
-    rows = sample_rows(loogle_sample)
+def test_stage2_and_grpo_data_read_by_verl(qa_dir, loogle_corpus, tiny_tokenizer, tmp_path):
+    rows = corpus_rows(loogle_corpus)
     for passage_id in (0, 1):
         sft_path = qa_dir / f"passage{passage_id}" / "stage2_sft.parquet"
         grpo_path = qa_dir / f"passage{passage_id}" / "grpo.parquet"
@@ -253,8 +282,8 @@ def test_stage2_and_grpo_data_read_by_verl(qa_dir, loogle_sample, tiny_tokenizer
         assert sft_questions == [dataset[i]["raw_prompt"][0]["content"] for i in range(len(dataset))]
 
 
-def test_no_loogle_test_question_in_training_data(qa_dir, stage1_dir, loogle_sample):
-    for passage_id, row in enumerate(sample_rows(loogle_sample)[:2]):
+def test_no_loogle_test_question_in_training_data(qa_dir, stage1_dir, loogle_corpus):
+    for passage_id, row in enumerate(corpus_rows(loogle_corpus)[:2]):
         test_questions = [qa["Q"] for qa in ast.literal_eval(row["qa_pairs"])]
         training_text = json.dumps(
             [pd.read_parquet(qa_dir / f"passage{passage_id}" / f).to_dict("records") for f in ("stage2_sft.parquet", "grpo.parquet")]
@@ -277,19 +306,153 @@ def test_generated_pairs_equal_to_test_questions_are_dropped():
     assert skipped == {"duplicates": 1, "eval_overlap": 1}
 
 
-def test_json_proposer_counts_the_tiny_models_garbage_as_invalid(loogle_sample, tiny_model, tiny_tokenizer, tmp_path):
-    generate_qa.main(["--input", str(loogle_sample), "--passages", "0", "--output_dir", str(tmp_path), "--model", str(tiny_model), *SIZES])
+def test_json_proposer_counts_the_tiny_models_garbage_as_invalid(loogle_corpus, tiny_model, tiny_tokenizer, tmp_path):
+    generate_qa.main(["--input", str(loogle_corpus), "--passages", "0", "--output_dir", str(tmp_path), "--model", str(tiny_model), *SIZES])
     info = manifest(tmp_path, 0, "stage2")
     # The random tiny model never writes a JSON list: every proposal is skipped and counted.
     assert info["rows"] == 0 and info["skipped"]["invalid"] == 3
     assert len(sft_dataset(tmp_path / "passage0" / "stage2_sft.parquet", tiny_tokenizer)) == 0
 
 
-def test_loaded_passages_keep_ids_and_sources(loogle_sample):
-    passages = load_passages(loogle_sample, [4, 1])
+def test_loaded_passages_keep_ids_and_sources(loogle_corpus):
+    passages = load_passages(loogle_corpus, [4, 1])
     assert [p.passage_id for p in passages] == [1, 4]
     assert passages[1].source.endswith("shortdep_qa.jsonl line 5")
-    assert passages[0].title == sample_rows(loogle_sample)[1]["title"]
+    assert passages[0].title == corpus_rows(loogle_corpus)[1]["title"]
+
+
+# --- the cloze proposer (rule-based, no model) ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tokenizer_only(tiny_tokenizer, tmp_path_factory):
+    """A folder with the tiny tokenizer and no model weights: whatever runs with it as --model
+    provably loads no generator."""
+    folder = tmp_path_factory.mktemp("tokenizer_only")
+    tiny_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def run_cloze(corpus, out, model, passages, fmt, *extra):
+    generate_qa.main(["--input", str(corpus), "--passages", passages, "--output_dir", str(out), "--model", str(model),
+                      "--proposer", "cloze", "--format", fmt, *SIZES, "--questions_per_chunk", "3", *extra])
+
+
+@pytest.mark.parametrize("corpus_name", ["demo", "loogle_corpus"])
+def test_cloze_gives_stage2_and_grpo_rows_for_every_passage_read_by_verl(corpus_name, request, tokenizer_only, tiny_tokenizer, tmp_path):
+    corpus = DEMO_CORPUS if corpus_name == "demo" else request.getfixturevalue("loogle_corpus")
+    n = len(corpus_rows(corpus))
+    for fmt in ("sft", "grpo"):
+        run_cloze(corpus, tmp_path, tokenizer_only, f"0-{n - 1}", fmt)
+    for passage in load_passages(corpus):
+        folder = tmp_path / f"passage{passage.passage_id}"
+        chunks = chunk_text(passage.text, tiny_tokenizer, 96, 16)
+        stage2, grpo = manifest(tmp_path, passage.passage_id, "stage2"), manifest(tmp_path, passage.passage_id, "grpo")
+        for info in (stage2, grpo):
+            assert info["settings"]["proposer"] == "cloze" and info["settings"]["pairs_from"].startswith("rules:")
+            assert "no model output" in info["settings"]["pairs_from"]
+        assert 0 < stage2["rows"] <= 3 * 3 and grpo["rows"] == stage2["rows"]
+        sft = sft_dataset(folder / "stage2_sft.parquet", tiny_tokenizer)
+        rl = rl_dataset(folder / "grpo.parquet", tiny_tokenizer, tmp_path)
+        assert len(sft) == len(rl) == stage2["rows"]
+        assert all(sft[i]["loss_mask"].sum() > 0 for i in range(len(sft)))
+        test_questions = {qa["Q"] for qa in passage.qa_pairs}
+        frame = pd.read_parquet(folder / "stage2_sft.parquet")
+        for i, (messages, chunk_index) in enumerate(zip(frame["messages"], frame["chunk_index"])):
+            item = rl[i]
+            question, answer = item["extra_info"]["question"], item["reward_model"]["ground_truth"]
+            assert messages[0]["content"] == item["raw_prompt"][0]["content"] == solver_prompt(passage.title, question)
+            assert messages[1]["content"] == answer and answer.strip() and question not in test_questions
+            # the answer is a span of its chunk, and the question is that chunk's sentence with the span blanked
+            chunk = chunks[chunk_index]
+            assert answer in chunk.text and question.startswith(cloze_question(passage.title, "")) and question.count(BLANK) == 1
+            sentence = question[len(cloze_question(passage.title, "")):]
+            assert sentence.replace(BLANK, answer).strip("… ") in " ".join(chunk.text.split())
+
+
+def test_cloze_is_deterministic_and_counts_what_it_drops(loogle_corpus, tokenizer_only, tmp_path):
+    for out in ("a", "b"):
+        run_cloze(loogle_corpus, tmp_path / out, tokenizer_only, "1", "sft")
+    a, b = (pd.read_parquet(tmp_path / out / "passage1" / "stage2_sft.parquet") for out in ("a", "b"))
+    assert len(a) > 0 and a.to_json() == b.to_json()
+    info = manifest(tmp_path / "a", 1, "stage2")
+    # the fixture's filler sentences repeat: each is asked about once, the repeats counted
+    assert info["skipped"]["repeated_sentences"] > 0 and info["skipped"]["duplicates"] == info["skipped"]["eval_overlap"] == 0
+    questions = [m[0]["content"] for m in a["messages"]]
+    assert len(set(questions)) == len(questions) == info["rows"]
+    with pytest.raises(SystemExit):
+        run_cloze(loogle_corpus, tmp_path / "c", tokenizer_only, "1", "sft", "--samples_per_chunk", "2")
+    assert not (tmp_path / "c").exists()
+
+
+def test_cloze_question_equal_to_a_test_question_is_dropped(tokenizer_only, tiny_tokenizer, tmp_path):
+    text = "Ansel Drue kept the green lamp for thirty-two years. The lamp was lit in 1871 on Kestrel Point."
+    passage = Passage(0, "Varrow", text, [])
+    (chunk,) = chunk_text(text, tiny_tokenizer, 96, 16)
+    first = cloze_question("Varrow", cloze_items(text, "Varrow", [chunk])[0][1].sentence)
+    corpus = tmp_path / "one.jsonl"
+    corpus.write_text(json.dumps({"input": passage.text, "title": "Varrow", "output": "none",
+                                  "qa_pairs": repr([{"Q": first.upper(), "A": "x", "S": ""}])}) + "\n")
+    run_cloze(corpus, tmp_path, tokenizer_only, "0", "grpo")
+    info = manifest(tmp_path, 0, "grpo")
+    assert info["skipped"]["eval_overlap"] == 1 and info["rows"] == 1
+    assert pd.read_parquet(tmp_path / "passage0" / "grpo.parquet")["extra_info"][0]["question"] != first
+
+
+@pytest.mark.parametrize("text", [
+    "Hello",
+    " ".join(["the river ran slowly past the old mill and the long low fields beyond it"] * 30),  # one sentence, many chunks
+    "Zürich’s naïve café… «Ça va», dit-elle.",
+    "1 2 3 4 5",
+])
+def test_cloze_gives_rows_for_any_passage_with_words(text, tokenizer_only, tiny_tokenizer, tmp_path):
+    corpus = tmp_path / "odd.jsonl"
+    corpus.write_text(json.dumps({"input": text, "title": "Odd", "qa_pairs": "[]", "output": "none"}, ensure_ascii=False) + "\n")
+    run_cloze(corpus, tmp_path, tokenizer_only, "0", "sft")
+    frame = pd.read_parquet(tmp_path / "passage0" / "stage2_sft.parquet")
+    assert len(frame) > 0
+    assert all(m[1]["content"] in text for m in frame["messages"])
+    assert len(sft_dataset(tmp_path / "passage0" / "stage2_sft.parquet", tiny_tokenizer)) == len(frame)
+
+
+def test_cloze_spans_are_numbers_and_names_from_the_sentence():
+    text = ("The Varrow Lighthouse Cooperative was founded in 1871 by eleven families. The first keeper was "
+            "Ansel Drue, who kept the lamp for thirty-two years. Today the cooperative has four hundred members. "
+            "The watch book has never missed a night, e.g. in storms.")
+    assert [text[s:e] for s, e in sentence_spans(text)] == [
+        "The Varrow Lighthouse Cooperative was founded in 1871 by eleven families.",
+        "The first keeper was Ansel Drue, who kept the lamp for thirty-two years.",
+        "Today the cooperative has four hundred members.",
+        "The watch book has never missed a night, e.g. in storms.",  # "e.g. in": no sentence end
+    ]
+    chunk = type("Chunk", (), {"index": 0, "start_char": 0, "end_char": len(text), "text": text})()
+    items = [item for _, item in cloze_items(text, "The Varrow Lighthouse Cooperative", [chunk])]
+    assert len(items) == 4
+    for item in items:
+        assert text[item.start_char : item.start_char + len(item.answer)] == item.answer
+    answers = [item.answer for item in items]
+    assert answers[0] in {"1871", "eleven"}  # the title's name is never asked for
+    assert answers[1] in {"Ansel Drue", "thirty-two"} and answers[2] == "four hundred"  # "Today" is no name
+    assert answers[3] == "missed"  # no number or name: the (first) longest word
+
+
+@pytest.mark.real_sample
+def test_real_loogle_sample_through_the_data_code(loogle_sample, tokenizer_only, tiny_tokenizer, tmp_path):
+    """Extra check where LooGLE's real sample is available: eval sets, recall/continue stage-1 data
+    and cloze stage-2/GRPO data for all its passages, read back by verl."""
+    n = len(corpus_rows(loogle_sample))
+    loogle_to_parquet.main(["--input", str(loogle_sample), "--output_dir", str(tmp_path)])
+    generate_mixed_data.main(["--input", str(loogle_sample), "--passages", f"0-{n - 1}", "--output_dir", str(tmp_path),
+                              "--model", str(tokenizer_only), "--tasks", "recall,continue", *SIZES])
+    for fmt in ("sft", "grpo"):
+        run_cloze(loogle_sample, tmp_path, tokenizer_only, f"0-{n - 1}", fmt)
+    for passage in load_passages(loogle_sample):
+        folder = tmp_path / f"passage{passage.passage_id}"
+        assert len(rl_dataset(folder / "eval.parquet", tiny_tokenizer, tmp_path)) == len(passage.qa_pairs) > 0
+        assert len(sft_dataset(folder / "stage1_sft.parquet", tiny_tokenizer)) == 2 * 3
+        assert len(sft_dataset(folder / "stage2_sft.parquet", tiny_tokenizer)) == manifest(tmp_path, passage.passage_id, "stage2")["rows"] > 0
+        grpo = rl_dataset(folder / "grpo.parquet", tiny_tokenizer, tmp_path)
+        assert len(grpo) > 0 and all(grpo[i]["reward_model"]["ground_truth"] in passage.text for i in range(len(grpo)))
 
 
 # --- mixing shards --------------------------------------------------------------------------------
@@ -380,13 +543,13 @@ SCRIPTS = REPO_ROOT / "scripts" / "gen_data"
 @pytest.mark.parametrize("script,args", [("gen_sft_data.sh", []), ("gen_sft_data.sh", ["0", "zero"]), ("gen_rl_data.sh", ["0"]), ("process_loogle_eval.sh", ["a-b"])])
 def test_drivers_print_usage_on_bad_arguments(script, args):
     out = subprocess.run(["bash", str(SCRIPTS / script), *args], capture_output=True, text=True, timeout=30)
-    assert out.returncode == 2 and out.stderr.startswith("usage:")
+    assert out.returncode == 2 and "usage:" in out.stderr
 
 
 @pytest.mark.slow
-def test_drivers_generate_every_file_for_a_passage(loogle_sample, tiny_model, tmp_path, tiny_tokenizer):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "INPUT": str(loogle_sample), "DATA_DIR": str(tmp_path), "MODEL": str(tiny_model),
-           "BACKEND": "hf", "CHUNK_TOKENS": "96", "OVERLAP_TOKENS": "16", "MAX_CHUNKS": "2", "SUMMARY_MAX_NEW_TOKENS": "16",
+def test_drivers_generate_every_file_for_a_passage(loogle_corpus, tiny_model, tmp_path, tiny_tokenizer):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LOOGLE": str(loogle_corpus), "DATA_ROOT": str(tmp_path), "GENERATOR": str(tiny_model),
+           "GEN_BACKEND": "hf", "CHUNK_TOKENS": "96", "OVERLAP_TOKENS": "16", "MAX_CHUNKS": "2", "SUMMARY_MAX_NEW_TOKENS": "16",
            "QA_MAX_NEW_TOKENS": "16", "QUESTIONS_PER_CHUNK": "2", "PROPOSER": "two_step", "PYTHON": sys.executable}
     for script, args in [("process_loogle_eval.sh", ["3"]), ("gen_sft_data.sh", ["", "3"]), ("gen_rl_data.sh", ["", "3"])]:
         out = subprocess.run(["bash", str(SCRIPTS / script), *args], capture_output=True, text=True, env=env, timeout=600)

@@ -1,59 +1,34 @@
-"""The judge prompt and its strict verdict parser, on the odd replies judges really give."""
+"""The judge's graders' prompts: each carries the question, gold answer and response verbatim and
+asks for the reply format its verdict rule reads (judge.py)."""
 
 import pytest
 
-from prompts import judge_messages, parse_verdict
+from prompts import JUDGE_PROMPTS, judge_messages
 
 
-def test_judge_messages_carry_question_reference_and_response():
-    messages = judge_messages("Who painted it?", "Picardo", "José Luis Picardo painted it")
+@pytest.mark.parametrize("grader, response_label", [("loogle", "Response"), ("squad", "Student answer")])
+def test_judge_messages_carry_question_reference_and_response(grader, response_label):
+    messages = judge_messages("Who painted it?", "Picardo", "José Luis Picardo painted it", grader)
     assert [m["role"] for m in messages] == ["system", "user"]
     user = messages[1]["content"]
     assert "Question: Who painted it?" in user
     assert "Gold answer: Picardo" in user
-    assert "Response: José Luis Picardo painted it" in user
-    assert "yes or no" in user  # the reply format the parser expects
+    assert f"{response_label}: José Luis Picardo painted it" in user
+    assert "yes or no" in user  # the reply format the verdict rules expect
+
+
+def test_the_default_grader_is_loogle_and_the_graders_differ():
+    assert judge_messages("Q?", "A", "B") == judge_messages("Q?", "A", "B", "loogle")
+    assert judge_messages("Q?", "A", "B", "squad") != judge_messages("Q?", "A", "B", "loogle")
+    assert set(JUDGE_PROMPTS) == {"loogle", "squad"}
 
 
 def test_judge_messages_keep_braces_and_newlines_verbatim():
-    messages = judge_messages("What is {x}?", "{x} = 1\n2", "{}")
-    assert "What is {x}?" in messages[1]["content"] and "{x} = 1\n2" in messages[1]["content"]
+    for grader in JUDGE_PROMPTS:
+        messages = judge_messages("What is {x}?", "{x} = 1\n2", "{}", grader)
+        assert "What is {x}?" in messages[1]["content"] and "{x} = 1\n2" in messages[1]["content"]
 
 
-@pytest.mark.parametrize(
-    "reply, verdict",
-    [
-        ("yes", True),
-        ("No", False),
-        ("YES.", True),
-        ("**Yes**", True),
-        ("Verdict: no", False),
-        ("yes\n\nThe response names the same city.", True),  # trailing explanation
-        ("No. The gold answer is Paris, the response says Lyon.", False),
-        ("  \n no \n", False),
-        ("<think>Yes or no? The city differs, so no.</think>\nNo", False),  # reasoning judge
-        ("<THINK>could be yes, could be no</THINK> yes", True),
-    ],
-)
-def test_clear_verdicts(reply, verdict):
-    assert parse_verdict(reply) is verdict
-
-
-@pytest.mark.parametrize(
-    "reply",
-    [
-        "",  # empty
-        None,
-        "   ",
-        "yes, no",  # both words
-        "Yes and no: it depends.",
-        "I cannot say yes or no.",
-        "Correct.",  # neither word
-        "The response matches the gold answer.",
-        "Yesterday at noon",  # the words only inside longer words
-        "nope",
-        " Ab directising Def discrimovising Def",  # what the random tiny model says
-    ],
-)
-def test_unclear_replies_are_not_verdicts(reply):
-    assert parse_verdict(reply) is None
+def test_unknown_grader_names_the_known_ones():
+    with pytest.raises(ValueError, match="known graders are loogle, squad"):
+        judge_messages("Q?", "A", "B", "trivia")

@@ -1,55 +1,44 @@
 """reward_function.py as verl 0.9.1 runs it: loaded by file path through verl's own
-load_reward_manager, scoring a DataProto built with the tiny tokenizer, against a judge server
-started by scripts/train/start_judge_server.sh (lexical backend) on a free loopback port."""
+load_reward_manager, scoring a DataProto built with the tiny tokenizer, against real judge
+servers on loopback (the session's lexical judge, judges started by
+scripts/train/start_judge_server.sh, and in-process judges in front of a scripted backend)."""
 
 import ast
 import asyncio
 import json
+import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from prompts import solver_prompt
-from reward_server import LEXICAL_THRESHOLD
+from helpers import free_port, scripted_backend, serve
+from judge import LEXICAL_THRESHOLD
+from prompts import judge_messages
+from reward_server import JudgeSettings, create_app
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 START_SCRIPT = REPO_ROOT / "scripts" / "train" / "start_judge_server.sh"
 REWARD_FUNCTION = REPO_ROOT / "reward_function.py"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+TOKEN_ENV = ("JUDGE_TOKEN_FILE", "JUDGE_AUTH_TOKEN")
 
 
 def start_judge(log_dir, *args):
-    """Run the start script on a free port; returns (url, pid, completed process)."""
+    """Run the start script on a free port; returns (url, pid, log file)."""
     port = free_port()
-    env = {**os.environ, "JUDGE_PORT": str(port), "JUDGE_LOG_DIR": str(log_dir), "PYTHON": sys.executable}
+    env = {**os.environ, "JUDGE_PORT": str(port), "LOG_DIR": str(log_dir), "PYTHON": sys.executable}
+    for name in TOKEN_ENV:
+        env.pop(name, None)
     done = subprocess.run(["bash", str(START_SCRIPT), *args], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     pid = int((Path(log_dir) / f"judge_server_{port}.pid").read_text())
-    return done.stdout.strip(), pid, done
-
-
-def stop(pid):
-    os.kill(pid, signal.SIGTERM)
-
-
-@pytest.fixture(scope="module")
-def judge_url(tmp_path_factory):
-    log_dir = tmp_path_factory.mktemp("judge_logs")
-    url, pid, _ = start_judge(log_dir)
-    yield url
-    stop(pid)
+    return done.stdout.strip(), pid, Path(log_dir) / f"judge_server_{port}.log"
 
 
 def load_module_from_path(name, path):
@@ -66,7 +55,13 @@ def reward_fn():
     return load_module_from_path("past_reward_function_under_test", REWARD_FUNCTION)
 
 
-def grpo_config(judge_url):
+@pytest.fixture
+def no_token_env(monkeypatch):
+    for name in TOKEN_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+def grpo_config(judge_url, *reward_kwargs):
     """verl's ppo_trainer config with the reward overrides the GRPO script passes."""
     import verl
     from hydra import compose, initialize_config_dir
@@ -76,6 +71,7 @@ def grpo_config(judge_url):
         return compose("ppo_trainer", overrides=[
             f"reward.custom_reward_function.path={REWARD_FUNCTION}",
             f"+reward.custom_reward_function.reward_kwargs.judge_url={judge_url}",
+            *(f"+reward.custom_reward_function.reward_kwargs.{kw}" for kw in reward_kwargs),
         ])
 
 
@@ -83,6 +79,8 @@ def rollout_batch(tokenizer, rows):
     """A DataProto shaped like verl's rollout output: left-padded prompts, right-padded responses.
     rows: (passage_id, question, reference, response text)."""
     from verl import DataProto
+
+    from prompts import solver_prompt
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     prompts = [
@@ -112,47 +110,113 @@ def rollout_batch(tokenizer, rows):
     )
 
 
+def score_with_verl(config, tokenizer, rows):
+    """Each row scored by verl's reward manager the way its reward loop does (all at once)."""
+    from verl.trainer.ppo.reward import load_reward_manager
+
+    manager = load_reward_manager(config, tokenizer)
+    assert manager.is_async_reward_score
+    batch = rollout_batch(tokenizer, rows)
+
+    async def score_all():
+        return await asyncio.gather(*(manager.run_single(batch[i : i + 1]) for i in range(len(batch))))
+
+    return manager, batch, manager.loop.run_until_complete(score_all())
+
+
 @pytest.fixture(scope="module")
-def loogle_qa(loogle_sample):
-    rows = [json.loads(line) for line in loogle_sample.read_text().splitlines() if line.strip()]
+def loogle_qa(loogle_corpus):
+    rows = [json.loads(line) for line in loogle_corpus.read_text().splitlines() if line.strip()]
     return [(pid, qa["Q"], qa["A"]) for pid, row in enumerate(rows) for qa in ast.literal_eval(row["qa_pairs"])]
 
 
 @pytest.mark.slow
 def test_verl_load_reward_manager_scores_loogle_rollouts_through_the_server(
-    judge_url, tiny_tokenizer, loogle_qa, tmp_path, monkeypatch
+    lexical_judge_url, tiny_tokenizer, loogle_qa, tmp_path, monkeypatch, no_token_env
 ):
-    from verl.trainer.ppo.reward import load_reward_manager
-
     monkeypatch.chdir(tmp_path)  # verl loads the file by path from wherever the trainer runs
-    manager = load_reward_manager(grpo_config(judge_url), tiny_tokenizer)
-    assert manager.is_async_reward_score
-
     # Per question a GRPO-like group: the reference behind a <think> block and an "Answer:" prefix,
     # the same rollout again (a cache hit), and the answer of a question from another passage.
-    picked = [qa for qa in loogle_qa if qa[2] != "No."][::5]
+    picked = loogle_qa[::5]
     rows = []
     for pid, q, a in picked:
-        wrong = next(other for p, _, other in loogle_qa if p != pid and other != "No.")
+        wrong = next(other for p, _, other in loogle_qa if p != pid)
         rollout = f"<think>I remember this part of the passage.</think>\nAnswer: {a}"
+        q = f"{q} (GRPO step)"  # items the session's judge has not cached for other tests
         rows += [(pid, q, a, rollout), (pid, q, a, rollout), (pid, q, a, wrong)]
-    batch = rollout_batch(tiny_tokenizer, rows)
-
-    async def score_all():
-        return await asyncio.gather(*(manager.run_single(batch[i : i + 1]) for i in range(len(batch))))
-
-    outputs = manager.loop.run_until_complete(score_all())
+    manager, batch, outputs = score_with_verl(grpo_config(lexical_judge_url), tiny_tokenizer, rows)
     scores = [o["reward_score"] for o in outputs]
     assert scores[0::3] == [1.0] * len(picked)
     assert scores[1::3] == [1.0] * len(picked)
-    assert max(scores[2::3]) < LEXICAL_THRESHOLD
+    assert max(scores[2::3]) < 1.0 and sum(scores[2::3]) / len(picked) < LEXICAL_THRESHOLD
     extra = [o["reward_extra_info"] for o in outputs]
     assert set(extra[0]) == {"score", "acc", "judge_cached", "judge_parse_failed", "judge_latency_s"}
-    assert [e["acc"] for e in extra[2::3]] == [0.0] * len(picked)
+    assert all(set(e) == set(extra[0]) for e in extra)  # verl takes the keys from the first result
+    assert [e["acc"] for e in extra[0::3]] == [1.0] * len(picked)
     # The two identical rollouts of a group are judged once: exactly one of each pair is a cache hit.
     assert all(e1["judge_cached"] + e2["judge_cached"] == 1.0 for e1, e2 in zip(extra[0::3], extra[1::3]))
     rm_scores = manager.assemble_rm_scores(batch, scores)
     assert rm_scores.sum(dim=1).tolist() == pytest.approx(scores)
+
+
+def _requests(url):
+    import httpx
+
+    return httpx.get(f"{url}/metrics").json()["requests"]
+
+
+@pytest.mark.slow
+def test_share_of_unparsed_verdicts_reaches_verls_validation_metrics(tiny_tokenizer, tmp_path, monkeypatch, no_token_env):
+    """verl 0.9.1 aggregates every key compute_score returns into val-aux/<data_source>/<key>/mean@N."""
+    from verl.trainer.ppo.ray_trainer import RayPPOTrainer
+
+    def reply(body):  # the judge is cut while thinking on every answer that mentions Lyon
+        prompt = body["messages"][-1]["content"]
+        return "<think>Lyon or Paris? It could be yes" if "Lyon" in prompt else "yes"
+
+    monkeypatch.chdir(tmp_path)
+    backend = scripted_backend(reply=reply, finish_reason="length")
+    with serve(backend) as backend_url:
+        settings = JudgeSettings(backend="vllm", base_url=f"{backend_url}/v1", judge_model="judge", retry_delay=0.01)
+        with serve(create_app(settings)) as judge_url:
+            rows = [(0, f"Capital {i}?", "Paris", "Paris" if i % 4 else "Lyon") for i in range(8)]
+            _, batch, outputs = score_with_verl(grpo_config(judge_url), tiny_tokenizer, rows)
+    infos = {k: [o["reward_extra_info"][k] for o in outputs] for k in outputs[0]["reward_extra_info"]}
+    assert infos["judge_parse_failed"] == [1.0, 0.0, 0.0, 0.0] * 2
+    metrics = RayPPOTrainer._val_metrics_update(None, batch.non_tensor_batch["data_source"], [str(i) for i in range(8)], infos, [])
+    assert metrics["val-aux/loogle/judge_parse_failed/mean@1"] == pytest.approx(0.25)
+    assert metrics["val-core/loogle/acc/mean@1"] == pytest.approx(0.75)
+
+
+@pytest.mark.slow
+def test_the_grader_reward_kwarg_reaches_the_backend_one_request_per_grader(reward_fn, monkeypatch, no_token_env):
+    backend = scripted_backend(reply="yes")
+    with serve(backend) as backend_url:
+        settings = JudgeSettings(backend="vllm", base_url=f"{backend_url}/v1", judge_model="judge", retry_delay=0.01)
+        with serve(create_app(settings)) as judge_url:
+
+            async def both():
+                calls = [reward_fn.compute_score("squad", f"Answer: Paris {i}", "Paris", {"question": f"Topic: France\nQ{i}?"},
+                                                 judge_url=judge_url, grader=grader)
+                         for i in range(6) for grader in ("loogle", "squad")]
+                return await asyncio.gather(*calls)
+
+            results = asyncio.run(both())
+            requests = _requests(judge_url)
+    assert all(r["score"] == 1.0 and r["judge_parse_failed"] == 0.0 for r in results)
+    assert requests == 2  # twelve concurrent calls, one POST /judge per grader
+    sent = [c["messages"] for c in backend.state.calls]
+    assert len(sent) == 12
+    for i in range(6):
+        for grader in ("loogle", "squad"):
+            assert judge_messages(f"Topic: France\nQ{i}?", "Paris", f"Paris {i}", grader) in sent
+
+
+@pytest.mark.slow
+def test_unknown_grader_is_refused_with_the_known_ones(reward_fn, lexical_judge_url, no_token_env):
+    call = reward_fn.compute_score("loogle", "Paris", "Paris", {"question": "Capital?"}, judge_url=lexical_judge_url, grader="trivia")
+    with pytest.raises(reward_fn.JudgeRequestError, match="HTTP 422.*known graders are loogle, squad"):
+        asyncio.run(call)
 
 
 @pytest.mark.slow
@@ -164,8 +228,8 @@ def test_unreachable_judge_raises_a_clear_error(reward_fn):
 
 
 @pytest.mark.slow
-def test_judge_url_comes_from_env_when_not_in_reward_kwargs(reward_fn, judge_url, monkeypatch):
-    monkeypatch.setenv("JUDGE_SERVER_URL", judge_url)
+def test_judge_url_comes_from_env_when_not_in_reward_kwargs(reward_fn, lexical_judge_url, monkeypatch, no_token_env):
+    monkeypatch.setenv("JUDGE_SERVER_URL", lexical_judge_url)
     result = asyncio.run(reward_fn.compute_score("loogle", "Answer: the Eiffel Tower", "Eiffel Tower", {"question": "Which?"}))
     assert result["score"] == 1.0 and result["acc"] == 1.0 and result["judge_latency_s"] > 0
 
@@ -176,31 +240,57 @@ def test_rows_without_a_question_are_refused(reward_fn):
 
 
 @pytest.mark.slow
-def test_auth_token_is_sent_from_the_environment(reward_fn, tmp_path, monkeypatch):
-    url, pid, _ = start_judge(tmp_path, "--auth_token", "t0ken")
+def test_token_protected_judge_is_reached_through_a_token_file_and_the_token_is_never_logged(
+    reward_fn, tmp_path, monkeypatch, caplog, no_token_env
+):
+    token = "tok-DO-NOT-LOG-" + os.urandom(8).hex()
+    token_file = tmp_path / "judge.token"
+    token_file.write_text(token + "\n")
+    caplog.set_level(logging.DEBUG)  # every logger of the client side, httpx and httpcore included
+    url, pid, server_log = start_judge(tmp_path, "--backend", "lexical", "--auth_token_file", str(token_file),
+                                       "--log_level", "debug")
+    errors = []
     try:
-        call = lambda: reward_fn.compute_score("loogle", "Paris", "Paris", {"question": "Capital?"}, judge_url=url)  # noqa: E731
-        monkeypatch.delenv("JUDGE_AUTH_TOKEN", raising=False)
-        with pytest.raises(reward_fn.JudgeRequestError, match="HTTP 401"):
-            asyncio.run(call())
-        monkeypatch.setenv("JUDGE_AUTH_TOKEN", "t0ken")
-        assert asyncio.run(call())["score"] == 1.0
+        def call(**kwargs):
+            return asyncio.run(reward_fn.compute_score("loogle", "Paris", "Paris", {"question": "Capital?"}, judge_url=url, **kwargs))
+
+        with pytest.raises(reward_fn.JudgeRequestError, match="HTTP 401.*judge_token_file") as refused:
+            call()
+        errors.append(str(refused.value))
+        monkeypatch.setenv("JUDGE_AUTH_TOKEN", "wrong-token")
+        with pytest.raises(reward_fn.JudgeRequestError, match="HTTP 401") as wrong:
+            call()
+        errors.append(str(wrong.value))
+        monkeypatch.delenv("JUDGE_AUTH_TOKEN")
+        assert call(judge_token_file=str(token_file))["score"] == 1.0  # the reward kwarg
+        monkeypatch.setenv("JUDGE_TOKEN_FILE", str(token_file))
+        assert call()["score"] == 1.0  # the env variable naming the file
+        monkeypatch.delenv("JUDGE_TOKEN_FILE")
+        monkeypatch.setenv("JUDGE_AUTH_TOKEN", token)
+        assert call()["score"] == 1.0  # the token itself in the environment
+        clients = [repr(b.client) for per_loop in reward_fn._batchers.values() for b in per_loop.values()]
     finally:
-        stop(pid)
+        os.kill(pid, signal.SIGTERM)
+    client_log = "\n".join(r.getMessage() for r in caplog.records)
+    assert "POST" in client_log  # httpx's request log lines were captured
+    server_text = server_log.read_text()
+    assert "bearer token required" in server_text
+    for text in (client_log, server_text, *errors, *clients):
+        assert token not in text
 
 
 @pytest.mark.slow
-def test_start_script_reuses_a_running_server(judge_url, tmp_path):
-    port = judge_url.rsplit(":", 1)[1]
-    env = {**os.environ, "JUDGE_PORT": port, "JUDGE_LOG_DIR": str(tmp_path), "PYTHON": sys.executable}
+def test_start_script_reuses_a_running_server(lexical_judge_url, tmp_path):
+    port = lexical_judge_url.rsplit(":", 1)[1]
+    env = {**os.environ, "JUDGE_PORT": port, "LOG_DIR": str(tmp_path), "PYTHON": sys.executable}
     done = subprocess.run(["bash", str(START_SCRIPT)], capture_output=True, text=True, timeout=60, env=env)
-    assert done.returncode == 0 and done.stdout.strip() == judge_url
+    assert done.returncode == 0 and done.stdout.strip() == lexical_judge_url
     assert "already running" in done.stderr
 
 
 @pytest.mark.slow
 def test_start_script_fails_with_the_servers_reason(tmp_path):
-    env = {**os.environ, "JUDGE_PORT": str(free_port()), "JUDGE_LOG_DIR": str(tmp_path), "PYTHON": sys.executable}
+    env = {**os.environ, "JUDGE_PORT": str(free_port()), "LOG_DIR": str(tmp_path), "PYTHON": sys.executable}
     done = subprocess.run(["bash", str(START_SCRIPT), "--backend", "vllm"], capture_output=True, text=True,
                           timeout=120, env=env)
     assert done.returncode == 1 and done.stdout == ""
@@ -212,8 +302,90 @@ def test_reward_function_imports_nothing_heavy(tmp_path):
         "import importlib.util, sys\n"
         f"spec = importlib.util.spec_from_file_location('rf', {str(REWARD_FUNCTION)!r})\n"
         "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
-        "print(sorted(m for m in ('torch', 'transformers', 'fastapi', 'uvicorn', 'reward_server', 'verl') if m in sys.modules))"
+        "print(sorted(m for m in ('torch', 'transformers', 'fastapi', 'uvicorn', 'aiohttp', 'reward_server', 'verl') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("already_imported", [False, True])
+def test_decoy_utils_and_judge_modules_earlier_on_sys_path_are_not_used(lexical_judge_url, tmp_path, already_imported):
+    """Inside verl's workers another `utils` (or `judge`) may come first on sys.path or be imported
+    already; reward_function.py must still use its own, and leave the decoys to their owners."""
+    decoys = tmp_path / "decoys"
+    decoys.mkdir()
+    for name in ("utils", "judge"):
+        (decoys / f"{name}.py").write_text(f"DECOY = {name!r}\n")
+    code = textwrap.dedent(f"""
+        import asyncio, importlib.util, sys
+        sys.path.insert(0, {str(decoys)!r})
+        if {already_imported}:
+            import utils, judge
+        spec = importlib.util.spec_from_file_location("custom_module_123", {str(REWARD_FUNCTION)!r})  # as verl does
+        rf = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(rf)
+        result = asyncio.run(rf.compute_score("loogle", "<think>hm</think>Answer: Paris", "Paris",
+                                              {{"question": "Capital?"}}, judge_url={lexical_judge_url!r}))
+        import utils, judge
+        print(result["score"], utils.DECOY, judge.DECOY, {str(decoys)!r} == sys.path[0], {str(REPO_ROOT)!r} in sys.path)
+    """)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", *TOKEN_ENV)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    # scored by the real extract_answer and judge client; the decoys still answer to their names
+    assert done.stdout.split() == ["1.0", "utils", "judge", "True", "False"]
+
+
+def _network_namespaces_work():
+    try:
+        return subprocess.run(["unshare", "-rn", "ip", "link", "set", "lo", "up"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _network_namespaces_work(), reason="NOT RUN: needs unprivileged network namespaces (unshare -rn)")
+def test_judge_on_a_non_loopback_address_needs_a_token_and_serves_workers_with_the_token_file(tmp_path):
+    """In a network namespace of its own (a private address on its loopback device, nothing of this
+    machine's network): the judge refuses that address without a token, and with one it serves a
+    reward client given the token file, and answers 401 to a request without it."""
+    address = "10.231.0.1"
+    token_file = tmp_path / "judge.token"
+    token_file.write_text("tok-namespace-test\n")
+    code = textwrap.dedent(f"""
+        import asyncio, importlib.util, json, subprocess, sys, time
+        import httpx
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        subprocess.run(["ip", "addr", "add", "{address}/32", "dev", "lo"], check=True)
+        server = [sys.executable, {str(REPO_ROOT / 'reward_server.py')!r}, "--backend", "lexical", "--host", "{address}", "--port", "8123"]
+        refused = subprocess.run(server, capture_output=True, text=True)
+        proc = subprocess.Popen(server + ["--auth_token_file", {str(token_file)!r}], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        url = "http://{address}:8123"
+        try:
+            for _ in range(240):
+                try:
+                    if httpx.get(url + "/health", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.25)
+            spec = importlib.util.spec_from_file_location("rf", {str(REWARD_FUNCTION)!r})
+            rf = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(rf)
+            score = asyncio.run(rf.compute_score("loogle", "Paris", "Paris", {{"question": "Capital?"}}, judge_url=url,
+                                                 judge_token_file={str(token_file)!r}))["score"]
+            anonymous = httpx.post(url + "/judge", json={{"items": [{{"question": "q", "reference": "r", "response": "r"}}]}}).status_code
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+        print(json.dumps({{"refused": refused.returncode, "why": refused.stderr, "score": score, "anonymous": anonymous}}))
+    """)
+    env = {k: v for k, v in os.environ.items() if k not in TOKEN_ENV}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    done = subprocess.run(["unshare", "-rn", sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    assert outcome["refused"] == 2 and f"refusing to listen on {address} without a bearer token" in outcome["why"]
+    assert outcome["score"] == 1.0 and outcome["anonymous"] == 401

@@ -1,8 +1,9 @@
 """The judge server, served for real by uvicorn on free loopback ports.
 
-Backends: lexical on real LooGLE QA; the openai backend against `transformers serve` with the
-tiny fixture model (a garbage judge); scripted OpenAI-compatible endpoints (real HTTP servers)
-for retries, outages, de-duplication and the concurrency bound.
+Backends: lexical on LooGLE-format QA (the session's judge server); the openai backend against
+`transformers serve` with the tiny fixture model (a garbage judge); scripted OpenAI-compatible
+endpoints (real HTTP servers) for graders, verdict budgets, retries, refusals, outages,
+de-duplication and the concurrency bound.
 """
 
 import ast
@@ -10,184 +11,114 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
+import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 
+from helpers import free_port, scripted_backend, serve
+from judge import LEXICAL_THRESHOLD, lexical_judge
 from prompts import judge_messages
-from reward_server import (
-    LEXICAL_THRESHOLD,
-    JudgeSettings,
-    create_app,
-    exact_match,
-    lexical_judge,
-    normalize_answer,
-    token_f1,
-)
+from reward_server import DEFAULT_MAX_TOKENS, REJECTIONS_IN_A_ROW_FATAL, JudgeSettings, create_app, resolve_backend
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serve(app, port=None):
-    """Serve an ASGI app with uvicorn in a background thread; yields its base URL."""
-    port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started:
-        if not thread.is_alive() or time.time() > deadline:
-            raise RuntimeError(f"uvicorn did not start on port {port}")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-
-
-def scripted_backend(statuses=(), reply="yes", delay_s=0.0):
-    """A real OpenAI-compatible /v1/chat/completions endpoint that first answers the given error
-    statuses, then `reply`. Records each request body and the peak number of concurrent calls."""
-    app = FastAPI()
-    app.state.statuses = list(statuses)
-    app.state.calls = []
-    app.state.auth_headers = []
-    app.state.active = 0
-    app.state.peak = 0
-
-    @app.post("/v1/chat/completions")
-    async def chat(body: dict, request: Request):
-        app.state.calls.append(body)
-        app.state.auth_headers.append(request.headers.get("authorization"))
-        app.state.active += 1
-        app.state.peak = max(app.state.peak, app.state.active)
-        try:
-            await asyncio.sleep(delay_s)
-        finally:
-            app.state.active -= 1
-        if app.state.statuses:
-            return JSONResponse({"error": {"message": "scripted failure"}}, status_code=app.state.statuses.pop(0))
-        return {
-            "object": "chat.completion",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
-        }
-
-    return app
+SERVER_MODULES = ("reward_server.py", "judge.py", "prompts.py", "utils.py")
 
 
 def chat_settings(base_url, **overrides):
     return JudgeSettings(**{"backend": "vllm", "base_url": base_url, "judge_model": "judge", "retry_delay": 0.01, **overrides})
 
 
-def judge(url, items, **kwargs):
-    return httpx.post(f"{url}/judge", json={"items": items}, timeout=60, **kwargs)
+def judge(url, items, grader=None, **kwargs):
+    body = {"items": items} if grader is None else {"grader": grader, "items": items}
+    return httpx.post(f"{url}/judge", json=body, timeout=60, **kwargs)
 
 
 def item(question="Q?", reference="Paris", response="Paris"):
     return {"question": question, "reference": reference, "response": response}
 
 
+def metrics(url):
+    return httpx.get(f"{url}/metrics").json()
+
+
 @pytest.fixture(scope="module")
-def loogle_qa(loogle_sample):
-    """[(passage_id, question, answer)] from the real LooGLE sample."""
-    rows = [json.loads(line) for line in loogle_sample.read_text().splitlines() if line.strip()]
+def loogle_qa(loogle_corpus):
+    """[(passage_id, question, answer)] from the LooGLE-format corpus."""
+    rows = [json.loads(line) for line in loogle_corpus.read_text().splitlines() if line.strip()]
     return [(pid, qa["Q"], qa["A"]) for pid, row in enumerate(rows) for qa in ast.literal_eval(row["qa_pairs"])]
 
 
-@pytest.fixture(scope="module")
-def lexical_url():
-    with serve(create_app(JudgeSettings(max_items=200, max_chars=5000))) as url:
-        yield url
+def run_server(args, cwd, env=None, timeout=60):
+    """reward_server.py with these arguments, expected to exit (a refused configuration)."""
+    env = {k: v for k, v in (env or os.environ).items() if k not in ("OPENAI_API_KEY", "JUDGE_TOKEN_FILE", "JUDGE_AUTH_TOKEN")}
+    return subprocess.run([sys.executable, "reward_server.py", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, env=env)
 
 
-# --- Lexical judge as pure functions ---------------------------------------------------------------
+@pytest.fixture
+def server_copy(tmp_path):
+    """The server's modules copied to a folder of their own, so that no openai_api_key.txt of
+    the repo can configure a judge behind the test's back."""
+    for name in SERVER_MODULES:
+        shutil.copy(REPO_ROOT / name, tmp_path / name)
+    return tmp_path
 
 
-def test_normalize_answer_follows_squad():
-    assert normalize_answer("The Eiffel Tower!") == "eiffel tower"
-    assert normalize_answer("  An apple,\ta pear ") == "apple pear"
-    assert normalize_answer("Theatre") == "theatre"  # articles only as whole words
-
-
-def test_token_f1_and_verdict_threshold():
-    assert token_f1("red apple pie", "apple pie") == pytest.approx(0.8)  # precision 1, recall 2/3
-    assert token_f1("Paris", "London") == 0.0
-    assert token_f1("Paris", "") == 0.0
-    assert exact_match("The Eiffel Tower.", "eiffel tower")
-    # One of two reference words among four response words: F1 = 1/3, below the threshold.
-    low = lexical_judge("Committee P", "the committee is police watchdog")
-    assert low["score"] == pytest.approx(1 / 3) and low["score"] < LEXICAL_THRESHOLD and not low["verdict"]
-    assert lexical_judge("Committee P.", "committee p") == {"score": 1.0, "verdict": True}
-
-
-# --- Lexical server on real LooGLE QA ------------------------------------------------------------------
+# --- Lexical server (the session's judge server) on LooGLE-format QA -------------------------------
 
 
 @pytest.mark.slow
-def test_health_is_open_and_names_backend(lexical_url):
-    reply = httpx.get(f"{lexical_url}/health")
-    assert reply.status_code == 200 and reply.json()["backend"] == "lexical"
-    assert "/judge" in httpx.get(f"{lexical_url}/openapi.json").json()["paths"]
+def test_health_names_backend_and_graders(lexical_judge_url):
+    health = httpx.get(f"{lexical_judge_url}/health").json()
+    assert health["status"] == "ok" and health["backend"] == "lexical"
+    assert health["graders"] == ["loogle", "squad"]
+    assert "/judge" in httpx.get(f"{lexical_judge_url}/openapi.json").json()["paths"]
 
 
 @pytest.mark.slow
-def test_loogle_reference_scores_one_and_other_answers_score_low(lexical_url, loogle_qa):
+def test_loogle_reference_scores_one_and_other_answers_score_low(lexical_judge_url, loogle_qa):
     n_passages = 1 + max(pid for pid, _, _ in loogle_qa)
     # Each question gets its own reference, then the answer of a question from the next passage.
-    other = {}
-    for pid, q, _ in loogle_qa:
-        other[q] = next(a for p, _, a in loogle_qa if p == (pid + 1) % n_passages and a != "No.")
+    other = {q: next(a for p, _, a in loogle_qa if p == (pid + 1) % n_passages) for pid, q, _ in loogle_qa}
     items = [item(q, a, a) for _, q, a in loogle_qa] + [item(q, a, other[q]) for _, q, a in loogle_qa]
-    results = judge(lexical_url, items).json()["results"]
+    results = judge(lexical_judge_url, items).json()["results"]
     n = len(loogle_qa)
     assert len(results) == 2 * n
-    assert all(r["score"] == 1.0 and r["verdict"] for r in results[:n])
+    assert all(r["score"] == 1.0 and r["verdict"] and r["failure"] is None for r in results[:n])
     wrong = results[n:]
-    assert all(not r["verdict"] for r in wrong)
-    assert max(r["score"] for r in wrong) < LEXICAL_THRESHOLD
-    assert sum(r["score"] for r in wrong) / n < 0.15
+    assert all(r["score"] == pytest.approx(lexical_judge(i["reference"], i["response"])["score"]) for i, r in zip(items[n:], wrong))
+    assert sum(r["verdict"] for r in wrong) < n / 10
+    assert sum(r["score"] for r in wrong) / n < LEXICAL_THRESHOLD
 
 
 @pytest.mark.slow
-def test_order_is_kept_and_repeats_come_from_cache(lexical_url, loogle_qa):
+def test_order_is_kept_and_repeats_come_from_cache(lexical_judge_url, loogle_qa):
     items = [item(q, a, resp) for _, q, a in loogle_qa[:12] for resp in (a, "I do not know", a.upper())]
-    first = judge(lexical_url, items).json()["results"]
+    first = judge(lexical_judge_url, items).json()["results"]
     for it, result in zip(items, first):
         assert result["score"] == pytest.approx(lexical_judge(it["reference"], it["response"])["score"])
-    before = httpx.get(f"{lexical_url}/metrics").json()
-    again = judge(lexical_url, list(reversed(items))).json()["results"]
+    before = metrics(lexical_judge_url)
+    again = judge(lexical_judge_url, list(reversed(items))).json()["results"]
     assert [r["score"] for r in again] == [r["score"] for r in reversed(first)]
     assert all(r["cached"] for r in again)
-    after = httpx.get(f"{lexical_url}/metrics").json()
+    after = metrics(lexical_judge_url)
     assert after["cache_hits"] - before["cache_hits"] == len(items)
     assert after["requests"] - before["requests"] == 1
     assert after["request_latency_s"]["count"] >= 2 and after["request_latency_s"]["p50"] > 0
 
 
 @pytest.mark.slow
-def test_identical_items_in_one_request_are_judged_once(lexical_url):
-    items = [item("Capital of France?", "Paris", "paris")] * 8
-    before = httpx.get(f"{lexical_url}/metrics").json()
-    results = judge(lexical_url, items).json()["results"]
+def test_identical_items_in_one_request_are_judged_once(lexical_judge_url):
+    items = [item("Capital of France, once only?", "Paris", "paris")] * 8
+    before = metrics(lexical_judge_url)
+    results = judge(lexical_judge_url, items).json()["results"]
     assert [r["cached"] for r in results] == [False] + [True] * 7
-    assert httpx.get(f"{lexical_url}/metrics").json()["deduplicated"] - before["deduplicated"] == 7
+    assert metrics(lexical_judge_url)["deduplicated"] - before["deduplicated"] == 7
 
 
 @pytest.mark.slow
@@ -199,27 +130,35 @@ def test_identical_items_in_one_request_are_judged_once(lexical_url):
         (b'{"items": []}', "at least 1"),
         (b'{"items": [{"question": "q", "reference": "r"}]}', "response"),
         (b'{"items": [{"question": "q", "reference": 5, "response": "r"}]}', "string"),
+        (b'{"grader": "trivia", "items": [{"question": "q", "reference": "r", "response": "r"}]}',
+         "unknown grader 'trivia': known graders are loogle, squad"),
     ],
 )
-def test_malformed_requests_get_422_with_the_problem(lexical_url, body, needle):
-    reply = httpx.post(f"{lexical_url}/judge", content=body, headers={"content-type": "application/json"})
+def test_malformed_requests_get_422_with_the_problem(lexical_judge_url, body, needle):
+    reply = httpx.post(f"{lexical_judge_url}/judge", content=body, headers={"content-type": "application/json"})
     assert reply.status_code == 422
     assert needle in reply.text.lower()
 
 
 @pytest.mark.slow
-def test_oversized_requests_get_413_naming_the_limit(lexical_url):
-    too_many = judge(lexical_url, [item()] * 201)
-    assert too_many.status_code == 413 and "201 items" in too_many.json()["detail"] and "--max_items" in too_many.text
-    too_long = judge(lexical_url, [item(), item(response="x" * 5001)])
-    assert too_long.status_code == 413
-    assert "items[1].response has 5001 characters" in too_long.json()["detail"]
-    assert httpx.get(f"{lexical_url}/metrics").json()["rejected_requests"] >= 2
+def test_too_many_items_get_413_and_an_over_long_item_gets_no_verdict_with_the_limit(lexical_judge_url):
+    before = metrics(lexical_judge_url)
+    too_many = judge(lexical_judge_url, [item()] * 1025)
+    assert too_many.status_code == 413 and "1025 items" in too_many.json()["detail"] and "--max_items" in too_many.text
+    assert metrics(lexical_judge_url)["rejected_requests"] - before["rejected_requests"] == 1
+    # One over-long rollout must not fail the request (a whole GRPO step) it came in.
+    reply = judge(lexical_judge_url, [item(), item(response="x" * 32_001)])
+    assert reply.status_code == 200
+    fine, too_long = reply.json()["results"]
+    assert fine["verdict"] and fine["failure"] is None
+    assert too_long["parse_failed"] and too_long["score"] == 0.0
+    assert too_long["failure"] == "the item's response has 32001 characters; the limit is 32000 (--max_chars)"
+    assert metrics(lexical_judge_url)["rejected_items"] - before["rejected_items"] == 1
 
 
 @pytest.mark.slow
 def test_bearer_token_is_required_on_every_route_but_health():
-    with serve(create_app(JudgeSettings(auth_token="s3cret"))) as url:
+    with serve(create_app(JudgeSettings(backend="lexical", auth_token="s3cret"))) as url:
         assert httpx.get(f"{url}/health").status_code == 200
         for method, path in (("POST", "/judge"), ("GET", "/metrics"), ("GET", "/docs"), ("GET", "/openapi.json")):
             reply = httpx.request(method, f"{url}{path}", json={"items": [item()]})
@@ -231,11 +170,43 @@ def test_bearer_token_is_required_on_every_route_but_health():
         assert right.status_code == 200 and right.json()["results"][0]["score"] == 1.0
 
 
+# --- Start-up: what the server refuses before it listens -------------------------------------------
+
+
 def test_importing_the_server_starts_nothing():
     code = "import threading, reward_server; assert threading.active_count() == 1; print('ok')"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "ok\n" and done.stderr == ""
+
+
+def test_without_a_configured_judge_the_server_does_not_start(server_copy):
+    done = run_server(["--port", str(free_port())], server_copy)
+    assert done.returncode == 2
+    message = " ".join(done.stderr.split())
+    assert "no judge configured" in message
+    assert "OPENAI_API_KEY" in message and "--backend vllm --base_url" in message and "--judge_model" in message
+    assert "--backend lexical" in message
+    with pytest.raises(ValueError, match="no judge configured"):
+        resolve_backend(None, None, None)
+    assert resolve_backend(None, None, "sk-x")[0] == "openai"
+    assert resolve_backend(None, "http://127.0.0.1:8000/v1", "sk-x")[0] == "vllm"
+    assert resolve_backend("lexical", None, "sk-x")[0] == "lexical"
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "judge-node"])
+def test_a_non_loopback_address_without_a_token_is_refused(server_copy, host):
+    port = free_port()
+    done = run_server(["--backend", "lexical", "--host", host, "--port", str(port)], server_copy)
+    assert done.returncode == 2
+    message = " ".join(done.stderr.split())
+    assert f"refusing to listen on {host} without a bearer token" in message and "--auth_token_file" in message
+
+
+def test_an_unreadable_token_file_is_refused_naming_it(server_copy):
+    missing = server_copy / "no-such.token"
+    done = run_server(["--backend", "lexical", "--auth_token_file", str(missing)], server_copy)
+    assert done.returncode == 2 and f"cannot read the judge token file {missing}" in done.stderr
 
 
 @pytest.mark.slow
@@ -273,23 +244,21 @@ def test_openai_key_reaches_the_backend_but_never_the_logs(tmp_path):
 
 
 def test_openai_key_from_env_else_from_the_gitignored_file(tmp_path, monkeypatch):
-    import reward_server
+    import utils
 
     key_file = tmp_path / "openai_api_key.txt"
-    monkeypatch.setattr(reward_server, "API_KEY_FILE", key_file)
+    monkeypatch.setattr(utils, "API_KEY_FILE", key_file)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    assert reward_server.read_openai_key() is None
+    assert utils.read_openai_key() is None
     key_file.write_text("sk-from-file\n")
-    assert reward_server.read_openai_key() == "sk-from-file"
+    assert utils.read_openai_key() == "sk-from-file"
     monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
-    assert reward_server.read_openai_key() == "sk-from-env"
-    assert reward_server.resolve_backend(None, None, None)[0] == "lexical"
-    assert reward_server.resolve_backend(None, None, "sk-x")[0] == "openai"
-    assert reward_server.resolve_backend(None, "http://127.0.0.1:8000/v1", "sk-x")[0] == "vllm"
+    assert utils.read_openai_key() == "sk-from-env"
     assert "sk-x" not in repr(JudgeSettings(backend="openai", api_key="sk-x"))
+    assert "s3cret" not in repr(JudgeSettings(backend="lexical", auth_token="s3cret"))
 
 
-def test_openai_backend_without_key_is_refused_with_the_fix():
+def test_incomplete_llm_backends_are_refused_with_the_fix():
     with pytest.raises(ValueError, match="OPENAI_API_KEY"):
         JudgeSettings(backend="openai", api_key=None)
     with pytest.raises(ValueError, match="--base_url"):
@@ -302,31 +271,71 @@ def test_cli_help_says_lexical_is_not_an_llm_judge():
     assert done.returncode == 0
     help_text = " ".join(done.stdout.split())
     assert "NOT a stand-in for an LLM judge" in help_text and "--max_concurrency" in help_text
+    assert "--auth_token_file" in help_text and "verdict budget" in help_text
 
 
 # --- LLM backends over HTTP ------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_chat_backend_sends_the_judge_prompt_and_parses_the_verdict():
+def test_chat_backend_sends_the_judge_prompt_with_the_verdict_budget_and_parses_the_verdict():
     backend_app = scripted_backend(reply="**Yes.** It matches.")
     with serve(backend_app) as backend_url, serve(create_app(chat_settings(backend_url + "/v1"))) as url:
         results = judge(url, [item("Who?", "Ada Lovelace", "Lovelace"), item("Who?", "Ada", "  ")]).json()["results"]
-        assert results[0] == {"score": 1.0, "verdict": True, "cached": False, "parse_failed": False}
-        assert results[1]["score"] == 0.0 and not results[1]["verdict"]  # empty answer: wrong, no call
+        assert results[0] == {"score": 1.0, "verdict": True, "cached": False, "parse_failed": False, "failure": None}
+        assert results[1]["score"] == 0.0 and not results[1]["verdict"] and not results[1]["parse_failed"]  # empty: no call
         (call,) = backend_app.state.calls
-        assert call["messages"] == judge_messages("Who?", "Ada Lovelace", "Lovelace")
+        assert call["messages"] == judge_messages("Who?", "Ada Lovelace", "Lovelace", "loogle")
         assert call["model"] == "judge" and call["temperature"] == 0.0
+        assert call["max_tokens"] == DEFAULT_MAX_TOKENS == httpx.get(f"{url}/health").json()["max_tokens"]
+
+
+@pytest.mark.slow
+def test_each_grader_gets_its_own_prompt_verdict_rule_and_cache_entry():
+    backend_app = scripted_backend(reply="Yes, and no contradiction.")  # loogle: both words; squad (SEAL): no
+    with serve(backend_app) as backend_url, serve(create_app(chat_settings(backend_url + "/v1"))) as url:
+        same = item("Topic: Paris\nWhat is the capital of France?", "Paris", "Paris, the capital")
+        for _ in range(2):  # the second round comes from the cache, per grader
+            loogle = judge(url, [same]).json()["results"][0]
+            squad = judge(url, [same], grader="squad").json()["results"][0]
+        assert loogle["parse_failed"] and loogle["failure"] == "the reply is not a yes/no verdict" and not loogle["cached"]
+        assert squad == {"score": 0.0, "verdict": False, "cached": True, "parse_failed": False, "failure": None}
+        calls = backend_app.state.calls
+        # loogle's unparsed reply is not cached (asked again); squad's verdict is, once
+        assert [c["messages"] for c in calls] == [judge_messages(same["question"], same["reference"], same["response"], g)
+                                                  for g in ("loogle", "squad", "loogle")]
+        m = metrics(url)
+        assert m["judged"] == 3 and m["parse_failures"] == 2 and m["cache_hits"] == 1
+        assert m["parse_failure_share"] == pytest.approx(2 / 3)
+
+    backend_app = scripted_backend(reply="yes")
+    with serve(backend_app) as backend_url, serve(create_app(chat_settings(backend_url + "/v1"))) as url:
+        results = [judge(url, [same], grader=g).json()["results"][0] for g in ("loogle", "squad", "loogle", "squad")]
+        assert [r["cached"] for r in results] == [False, False, True, True]
+        assert len(backend_app.state.calls) == 2  # one per grader
+        assert "Student answer: Paris, the capital" in backend_app.state.calls[1]["messages"][1]["content"]
+
+
+@pytest.mark.slow
+def test_a_reply_cut_inside_its_think_block_is_no_verdict_with_the_reason():
+    backend_app = scripted_backend(reply="<think>The response says Paris, which is the gold answer, so yes", finish_reason="length")
+    with serve(backend_app) as backend_url, serve(create_app(chat_settings(backend_url + "/v1", max_tokens=64))) as url:
+        (result,) = judge(url, [item()]).json()["results"]
+        assert result["score"] == 0.0 and not result["verdict"] and result["parse_failed"]
+        assert result["failure"] == "reply cut at --max_tokens 64 inside its think block: raise --max_tokens"
+        assert backend_app.state.calls[0]["max_tokens"] == 64
+        m = metrics(url)
+        assert m["truncated_replies"] == 1 and m["parse_failures"] == 1 and m["parse_failure_share"] == 1.0
 
 
 @pytest.mark.slow
 def test_retries_on_429_and_5xx_then_succeeds():
-    backend_app = scripted_backend(statuses=[429, 503, 500], reply="no")
+    backend_app = scripted_backend(statuses=[429, 503, 500, 408], reply="no")
     with serve(backend_app) as backend_url, serve(create_app(chat_settings(backend_url + "/v1"))) as url:
         reply = judge(url, [item(response="Lyon")])
         assert reply.status_code == 200 and reply.json()["results"][0]["verdict"] is False
-        metrics = httpx.get(f"{url}/metrics").json()
-        assert metrics["backend_calls"] == 4 and metrics["backend_retries"] == 3
+        m = metrics(url)
+        assert m["backend_calls"] == 5 and m["backend_retries"] == 4
 
 
 @pytest.mark.slow
@@ -336,16 +345,46 @@ def test_backend_timeouts_are_retried_then_503():
         with serve(create_app(chat_settings(backend_url + "/v1", timeout=0.3, max_retries=1))) as url:
             reply = judge(url, [item()])
             assert reply.status_code == 503 and "timeout after 0.3s" in reply.json()["detail"]
-            assert httpx.get(f"{url}/metrics").json()["backend_calls"] == 2
+            assert metrics(url)["backend_calls"] == 2
 
 
 @pytest.mark.slow
-def test_backend_rejection_is_502_with_the_reason():
-    backend_app = scripted_backend(statuses=[401])
+@pytest.mark.parametrize("status", [401, 403, 404])
+def test_a_backend_refusing_the_server_is_502_with_the_fix(status):
+    backend_app = scripted_backend(statuses=[status])
     with serve(backend_app) as backend_url, serve(create_app(chat_settings(backend_url + "/v1"))) as url:
         reply = judge(url, [item()])
-        assert reply.status_code == 502 and "HTTP 401" in reply.json()["detail"]
+        assert reply.status_code == 502
+        assert f"HTTP {status}" in reply.json()["detail"] and "--judge_model" in reply.json()["detail"]
         assert len(backend_app.state.calls) == 1  # not retried
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("status", [400, 413, 422])
+def test_a_backend_refusing_one_item_scores_it_with_the_reason_and_judges_the_rest(status):
+    # The backend refuses the first (over-long) item, as vLLM does beyond its context length.
+    backend_app = scripted_backend(statuses=[status], reply="yes")
+    with serve(backend_app) as backend_url, serve(create_app(chat_settings(backend_url + "/v1", max_concurrency=1))) as url:
+        replies = judge(url, [item(response="x " * 5000), item()])
+        assert replies.status_code == 200
+        refused, judged = replies.json()["results"]
+        assert refused["parse_failed"] and refused["score"] == 0.0
+        assert refused["failure"].startswith(f"the backend refused the item: HTTP {status}")
+        assert judged["verdict"] is True
+        assert len(backend_app.state.calls) == 2  # the refused item was not retried
+        m = metrics(url)
+        assert m["rejected_items"] == 1 and m["parse_failures"] == 1 and m["error_responses"] == 0
+
+
+@pytest.mark.slow
+def test_every_item_refused_is_the_configuration_and_fatal():
+    backend_app = scripted_backend(statuses=[400] * 100)
+    with serve(backend_app) as backend_url, serve(create_app(chat_settings(backend_url + "/v1", max_concurrency=4))) as url:
+        first = judge(url, [item(f"Q{i}?") for i in range(REJECTIONS_IN_A_ROW_FATAL - 1)])
+        assert first.status_code == 200 and all(r["parse_failed"] for r in first.json()["results"])
+        fatal = judge(url, [item("one more?")])
+        assert fatal.status_code == 502
+        assert f"refused {REJECTIONS_IN_A_ROW_FATAL} items in a row" in fatal.json()["detail"]
 
 
 @pytest.mark.slow
@@ -356,7 +395,7 @@ def test_backend_outage_is_503_and_the_server_recovers():
         down = judge(url, [item(), item(response="Rome")])
         assert down.status_code == 503
         assert "unavailable" in down.json()["detail"] and f"127.0.0.1:{backend_port}" in down.json()["detail"]
-        assert httpx.get(f"{url}/metrics").json()["failed_items"] == 2
+        assert metrics(url)["failed_items"] == 2
         with serve(scripted_backend(reply="yes"), port=backend_port):
             up = judge(url, [item(), item(response="Rome")])
             assert up.status_code == 200 and [r["score"] for r in up.json()["results"]] == [1.0, 1.0]
@@ -384,38 +423,8 @@ def test_in_flight_duplicates_share_one_backend_call_and_concurrency_is_bounded(
 # --- The openai backend against a real local OpenAI-compatible server (transformers serve) ---------
 
 
-@pytest.fixture(scope="module")
-def transformers_serve_url(tiny_model, tmp_path_factory):
-    cli = Path(sys.executable).with_name("transformers")
-    port = free_port()
-    log = tmp_path_factory.mktemp("transformers_serve") / "serve.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    with open(log, "w") as log_file:
-        proc = subprocess.Popen(
-            [str(cli), "serve", str(tiny_model), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-            stdout=log_file, stderr=subprocess.STDOUT, env=env,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"transformers serve did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 @pytest.mark.slow
-def test_openai_backend_against_transformers_serve_counts_garbage_as_parse_failure(transformers_serve_url, tiny_model):
+def test_openai_backend_against_transformers_serve_counts_garbage_as_no_verdict(transformers_serve_url, tiny_model):
     settings = JudgeSettings(
         backend="openai", base_url=f"{transformers_serve_url}/v1", judge_model=str(tiny_model),
         api_key="sk-local-test", max_tokens=8, retry_delay=0.01,
@@ -426,10 +435,11 @@ def test_openai_backend_against_transformers_serve_counts_garbage_as_parse_failu
         assert reply.status_code == 200
         for result in reply.json()["results"]:
             # The random tiny model cannot say yes/no: a defined score of 0, flagged, not cached.
-            assert result == {"score": 0.0, "verdict": False, "cached": False, "parse_failed": True}
-        metrics = httpx.get(f"{url}/metrics").json()
-        assert metrics["backend"] == "openai" and metrics["judge_model"] == str(tiny_model)
-        assert metrics["backend_calls"] == 2 and metrics["parse_failures"] == 2
-        assert metrics["backend_latency_s"]["count"] == 2 and metrics["error_responses"] == 0
+            assert (result["score"], result["verdict"], result["cached"], result["parse_failed"]) == (0.0, False, False, True)
+            assert result["failure"].startswith(("reply cut at --max_tokens 8", "the reply is not a yes/no verdict"))
+        m = metrics(url)
+        assert m["backend"] == "openai" and m["judge_model"] == str(tiny_model)
+        assert m["backend_calls"] == 2 and m["parse_failures"] == 2
+        assert m["backend_latency_s"]["count"] == 2 and m["error_responses"] == 0
         again = judge(url, items[:1]).json()["results"][0]
         assert again["parse_failed"] and not again["cached"]

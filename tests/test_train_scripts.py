@@ -61,7 +61,7 @@ def assert_plus_only_on_new_keys(stdout, default):
 @pytest.fixture(scope="module")
 def sft_dry(tmp_path_factory):
     ckpt = tmp_path_factory.mktemp("ckpt") / "passage3"
-    env = {"passage_id": "3", "BASE_MODEL": "/models/base", "CKPT_DIR": str(ckpt), "DATA_DIR": "/data/passage3"}
+    env = {"passage_id": "3", "MODEL": "/models/base", "CKPT_DIR": str(ckpt), "DATA_DIR": "/data/passage3"}
     return dry_run(TRAIN / "sft.sh", env, args=["optim.weight_decay=0.05"]), ckpt
 
 
@@ -121,7 +121,7 @@ def test_sft_rejects_bad_passage_id():
 @pytest.fixture(scope="module")
 def grpo_dry(tmp_path_factory):
     out = tmp_path_factory.mktemp("grpo_out")
-    env = {"passage_id": "2", "DATA_DIR": "/data/passage2", "CKPT_DIR": "/ckpt/passage2", "OUTPUT_DIR": str(out),
+    env = {"passage_id": "2", "DATA_DIR": "/data/passage2", "CKPT_DIR": "/ckpt/passage2", "GRPO_DIR": str(out),
            "JUDGE_URL": "http://10.1.2.3:9000", "ROLLOUT_N": "6"}
     return dry_run(TRAIN / "grpo.sh", env, args=["actor_rollout_ref.actor.clip_ratio=0.3"]), out
 
@@ -161,7 +161,7 @@ def test_grpo_refuses_group_of_one():
 
 
 def test_grpo_single_schedule(tmp_path):
-    result = dry_run(TRAIN / "grpo_single.sh", {"passage_id": "1", "CKPT_DIR": "/ckpt/passage1", "OUTPUT_DIR": str(tmp_path / "o")})
+    result = dry_run(TRAIN / "grpo_single.sh", {"passage_id": "1", "CKPT_DIR": "/ckpt/passage1", "GRPO_DIR": str(tmp_path / "o")})
     cfg = configs(result.stdout)["grpo passage 1"]
     assert cfg["data"]["train_batch_size"] == 8 and cfg["trainer"]["total_epochs"] == 15
     assert cfg["trainer"]["default_local_dir"] == str(tmp_path / "o")
@@ -169,7 +169,7 @@ def test_grpo_single_schedule(tmp_path):
 
 def test_grpo_round10_dry_run_chains_rounds(tmp_path, default_configs):
     env = {"K": "2", "SOURCE_PASSAGES": "4 7 9", "TARGET_PASSAGES": "0", "CKPT_ROOT": "/ck", "DATA_ROOT": "/d",
-           "OUT_DIR": str(tmp_path / "r10")}
+           "ROUNDS_DIR": str(tmp_path / "r10")}
     result = dry_run(TRAIN / "grpo_round10.sh", env)
     cfgs = configs(result.stdout)
     assert list(cfgs) == ["grpo passage 4", "grpo passage 7"]
@@ -195,13 +195,13 @@ def test_grpo_round10_needs_distinct_sources():
 
 
 def test_all_sft_and_sft_iter(tmp_path):
-    result = dry_run(TRAIN / "all_sft.sh", {"PASSAGES": "0,2", "STAGES": "1", "BASE_MODEL": "/m", "CKPT_ROOT": str(tmp_path)})
+    result = dry_run(TRAIN / "all_sft.sh", {"PASSAGES": "0,2", "STAGES": "1", "MODEL": "/m", "CKPT_ROOT": str(tmp_path)})
     cfgs = configs(result.stdout)
     assert [c["data"]["train_files"] for c in cfgs.values()] == [
         str(REPO / "data/passage0/stage1_sft.parquet"), str(REPO / "data/passage2/stage1_sft.parquet")]
     assert all(c["model"]["path"] == "/m" for c in cfgs.values())
 
-    result = dry_run(TRAIN / "sft_iter.sh", {"PASSAGES": "3,1", "BASE_MODEL": "/m", "OUT_DIR": str(tmp_path)})
+    result = dry_run(TRAIN / "sft_iter.sh", {"PASSAGES": "3,1", "MODEL": "/m", "SFT_ITER_DIR": str(tmp_path)})
     paths = [c["model"]["path"] for c in configs(result.stdout).values()]
     # passage 3 from the base model, passage 1 from passage 3's final stage-2 model.
     assert paths == ["/m", f"{tmp_path}/passage3/stage1/final", f"{tmp_path}/passage3/stage2/final",
@@ -226,3 +226,51 @@ def test_merge_data_mixes_passages(tmp_path):
     missing = subprocess.run(["bash", str(TRAIN / "merge_data.sh")], env={**full_env, "PASSAGES": "0-2"},
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode != 0 and "passage2/stage2_sft.parquet" in missing.stderr
+
+
+def test_grpo_on_two_nodes_gives_workers_the_heads_address_and_only_the_token_path(tmp_path, default_configs):
+    """NNODES=2: reward workers run on both nodes, so the judge URL is the head's address
+    (MASTER_ADDR), never loopback, and the token travels as a file path (the token itself must
+    not appear in any printed line: verl prints its config and Ray init kwargs)."""
+    token_file = tmp_path / "judge_token"
+    token_file.write_text("s3cr3t-t0ken-value\n")
+    env = {"NNODES": "2", "MASTER_ADDR": "10.1.2.3", "JUDGE_TOKEN_FILE": str(token_file), "GRPO_DIR": str(tmp_path / "g"),
+           "PAST_DEVICE": "gpu", "N_GPUS_PER_NODE": "8"}
+    result = dry_run(TRAIN / "grpo.sh", env)
+    cfg = configs(result.stdout)["grpo passage 0"]
+    kwargs = cfg["reward"]["custom_reward_function"]["reward_kwargs"]
+    assert kwargs == {"judge_url": "http://10.1.2.3:8123", "judge_token_file": str(token_file)}
+    assert cfg["trainer"]["nnodes"] == 2 and cfg["trainer"]["n_gpus_per_node"] == 8
+    assert "s3cr3t-t0ken-value" not in result.stdout + result.stderr
+    assert_plus_only_on_new_keys(result.stdout, default_configs["ppo"])
+
+    # The judge for it binds that address and requires the token file (written if missing).
+    judge = dry_run(REPO / "scripts/train/start_judge_server.sh", {**env, "JUDGE_BACKEND": "openai"})
+    server = next(line for line in judge.stdout.splitlines() if "reward_server.py" in line)
+    assert "--host 10.1.2.3 --port 8123" in server and f"--auth_token_file {token_file}" in server
+    assert judge.stdout.splitlines()[-1] == "http://10.1.2.3:8123"
+
+
+def test_loopback_judge_with_two_nodes_is_refused():
+    for script in (TRAIN / "grpo.sh", TRAIN / "start_judge_server.sh", REPO / "scripts/run_train_pipeline.sh"):
+        result = dry_run(script, {"NNODES": "2", "JUDGE_URL": "http://127.0.0.1:8123", "LOOGLE": str(REPO / "demo/corpus.jsonl")},
+                         check=False)
+        assert result.returncode == 2, script
+        assert "JUDGE_URL=http://127.0.0.1:8123 is loopback" in result.stderr and "DRY_RUN [" not in result.stdout
+
+
+def test_pipeline_dry_run_on_two_nodes_prints_the_workers_judge_url(tmp_path):
+    """The README's multi-node pipeline command, validated: every stage's commands, GRPO's config
+    with the judge URL the workers use."""
+    env = {"NNODES": "2", "MASTER_ADDR": "10.1.2.3", "PAST_DEVICE": "gpu", "N_GPUS_PER_NODE": "8", "JUDGE_BACKEND": "openai",
+           "LOOGLE": str(REPO / "demo/corpus.jsonl"), "SOURCE_PASSAGES": "0", "TARGET_PASSAGES": "1",
+           "DATA_ROOT": str(tmp_path / "data"), "CKPT_ROOT": str(tmp_path / "ck"), "RESULTS_DIR": str(tmp_path / "res"),
+           "LOG_DIR": str(tmp_path / "logs")}
+    result = dry_run(REPO / "scripts/run_train_pipeline.sh", env)
+    assert "judge at http://10.1.2.3:8123 (token file" in result.stdout
+    grpo = configs(result.stdout)["grpo passage 0"]
+    assert grpo["reward"]["custom_reward_function"]["reward_kwargs"]["judge_url"] == "http://10.1.2.3:8123"
+    assert grpo["trainer"]["nnodes"] == 2
+    # SFT runs on the head node's GPUs (several-node SFT: sft.sh on every node, see its --help).
+    assert all(c["trainer"]["nnodes"] == 1 for label, c in configs(result.stdout).items() if label.startswith("sft"))
+    assert not (tmp_path / "data").exists() and not (tmp_path / "ck").exists()

@@ -1,5 +1,6 @@
-"""utils.py: token chunking of real LooGLE text with the tiny tokenizer, and the parsers on
-outputs the way models really write them."""
+"""utils.py: token chunking of long LooGLE-format text (tests/loogle_fixture.py) with the tiny
+tokenizer, the parsers on outputs the way models really write them, and the small shared helpers
+(atomic JSON writes, hub ids)."""
 
 import json
 
@@ -8,18 +9,20 @@ import pytest
 from utils import (
     chunk_text,
     extract_answer,
+    is_hub_id,
     normalize_question,
     parse_qa_pairs,
     parse_questions,
     parse_summary,
     split_continuation,
     token_starts,
+    write_json_atomic,
 )
 
 
 @pytest.fixture(scope="module")
-def passage_text(loogle_sample):
-    with open(loogle_sample, encoding="utf-8") as f:
+def passage_text(loogle_corpus):
+    with open(loogle_corpus, encoding="utf-8") as f:
         return json.loads(f.readline())["input"]
 
 
@@ -165,3 +168,27 @@ def test_normalize_question_ignores_case_spacing_and_punctuation():
 def test_extract_answer_still_strips_reasoning_and_labels():
     assert extract_answer("<think>hmm</think>Answer: Pan-Islamism.<|im_end|>") == "Pan-Islamism."
     assert extract_answer("Let me think.\nAnswer: 1919") == "1919"
+
+
+# --- small shared helpers -----------------------------------------------------------------------
+
+
+def test_write_json_atomic_replaces_whole_files_and_leaves_no_temp(tmp_path, monkeypatch):
+    target = tmp_path / "sub" / "doc.json"
+    write_json_atomic(target, {"title": "Zürich", "n": 1})
+    assert json.loads(target.read_text(encoding="utf-8")) == {"title": "Zürich", "n": 1}
+    assert "Zürich" in target.read_text(encoding="utf-8")  # unicode kept readable
+    # a write that fails midway (an object JSON cannot hold) keeps the old file, and no temp file
+    with pytest.raises(TypeError):
+        write_json_atomic(target, {"bad": object()})
+    assert json.loads(target.read_text(encoding="utf-8")) == {"title": "Zürich", "n": 1}
+    assert sorted(p.name for p in target.parent.iterdir()) == ["doc.json"]
+
+
+@pytest.mark.parametrize("name,hub", [
+    ("Qwen/Qwen2.5-7B-Instruct", True), ("meta-llama/Llama-3.1-8B", True), ("bigai-nlco/LooGLE", True),
+    ("checkpoints/passage0", False), ("data/loogle", False), ("./model", False), ("../x/y", False),
+    ("Qwen2.5-7B", False), ("a/b/c", False), ("org/-bad", False), ("org/na..me", False), ("/abs/path", False),
+])
+def test_is_hub_id(name, hub):
+    assert is_hub_id(name) is hub

@@ -1,18 +1,17 @@
 #!/usr/bin/env bash
 # Two-stage SFT (scripts/train/sft.sh) for every passage of a range, one after the other; each
-# passage starts from the base model.
+# passage starts from the base model (MODEL).
 #
 #   PASSAGES=0-4 bash scripts/train/all_sft.sh
-#   PASSAGES=0,3,7 N_GPUS_PER_NODE=8 bash scripts/train/all_sft.sh optim.lr=5e-6
+#   PASSAGES=0,3,7 N_GPUS_PER_NODE=8 bash scripts/train/all_sft.sh optim.weight_decay=0.05
 #   DRY_RUN=1 PASSAGES=0-1 bash scripts/train/all_sft.sh
-# Every sft.sh setting (BASE_MODEL, STAGES, LR, ...) passes through the environment; trailing
+# Every sft.sh setting (MODEL, STAGES, SFT_LR, ...) passes through the environment; trailing
 # args are Hydra overrides for every run.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 PASSAGES=${PASSAGES:-0-4}
 
-[[ "${1:-}" == -h || "${1:-}" == --help ]] && { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 ids="$(expand_passages "$PASSAGES")"
 for id in $ids; do
   echo "=== SFT passage $id ===" >&2

@@ -1,61 +1,67 @@
 #!/usr/bin/env bash
-# GRPO on a source passage's generated QA prompts, from that passage's stage-2 SFT model, with
-# the judge server's score as reward (reward_function.py through reward.custom_reward_function.*;
-# the judge URL is passed as a reward kwarg). KL loss on; HF weights saved; the final HF model
-# is recorded as checkpoints/passage{N}/grpo/final -> global_step_<last>/actor/huggingface.
+# GRPO on a source passage's QA prompts, from that passage's stage-2 SFT model, with the judge
+# server's score as reward (reward_function.py through reward.custom_reward_function.*; the judge
+# URL, and for a judge off loopback the path of its token file, are reward kwargs). KL loss on.
+# The final HF model is recorded as checkpoints/passage{N}/grpo/final ->
+# global_step_<last>/actor/huggingface; then the FSDP shards and optimizer state are deleted
+# (KEEP_RESUMABLE=1 keeps them). At most GRPO_CKPT_TO_KEEP checkpoints exist during the run.
 #
-#   bash scripts/train/start_judge_server.sh                    # judge first (lexical unless configured)
-#   bash scripts/train/grpo.sh                                  # passage 0
+#   JUDGE_BACKEND=openai bash scripts/train/start_judge_server.sh   # an LLM judge first
+#   bash scripts/train/grpo.sh                                      # passage 0
 #   passage_id=2 ROLLOUT_N=16 bash scripts/train/grpo.sh trainer.total_training_steps=50
-#   DRY_RUN=1 bash scripts/train/grpo.sh                        # print the command + composed config
-# Several nodes: start a Ray cluster first (`ray start --head` on the head node, `ray start
-# --address=<head>:6379` on the others), then on the head node:
-#   RAY_ADDRESS=auto NNODES=2 N_GPUS_PER_NODE=8 bash scripts/train/grpo.sh
-# A run dir that already holds checkpoints is refused; RESUME=1 resumes it instead.
-# Every setting below can be overridden from the environment; trailing args are Hydra overrides.
+#   DRY_RUN=1 bash scripts/train/grpo.sh                            # print the command + composed config
+# Several nodes: a Ray cluster first (`ray start --head` on the head node, `ray start
+# --address=<head>:6379` on the others), a judge every node reaches, then on the head node:
+#   RAY_ADDRESS=auto NNODES=2 MASTER_ADDR=<head address> bash scripts/train/grpo.sh
+# The workers then use JUDGE_URL=http://<MASTER_ADDR>:$JUDGE_PORT (or the JUDGE_URL you set; a
+# loopback one is refused) and JUDGE_TOKEN_FILE (default outputs/judge_token, shared filesystem).
+#
+# The judge must be an LLM judge: a judge running the lexical (word-overlap) backend is refused
+# unless JUDGE_BACKEND=lexical names it. Batch sizes fit the prompts verl keeps (it drops those
+# longer than MAX_PROMPT_LENGTH): with fewer than GRPO_BATCH_SIZE the largest batch they allow is
+# used, said in one line and in run.log; none, or too few for the ranks, stops before verl starts.
+# A run dir that already holds checkpoints is refused; RESUME=1 resumes it. Settings below come
+# from the environment; trailing args are Hydra overrides.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 passage_id=${passage_id:-0}
 DATA_ROOT=${DATA_ROOT:-$ROOT/data}
 CKPT_ROOT=${CKPT_ROOT:-$ROOT/checkpoints}
 DATA_DIR=${DATA_DIR:-$DATA_ROOT/passage$passage_id}
 CKPT_DIR=${CKPT_DIR:-$CKPT_ROOT/passage$passage_id}
-MODEL_PATH=${MODEL_PATH:-$CKPT_DIR/stage2/final}
-OUTPUT_DIR=${OUTPUT_DIR:-$CKPT_DIR/grpo}
-TRAIN_FILES=${TRAIN_FILES:-$DATA_DIR/grpo.parquet}
-VAL_FILES=${VAL_FILES:-$DATA_DIR/eval.parquet}
-JUDGE_URL=${JUDGE_URL:-${JUDGE_SERVER_URL:-http://127.0.0.1:8123}}
+START_MODEL=${START_MODEL:-$CKPT_DIR/stage2/final}   # the actor starts here
+GRPO_DIR=${GRPO_DIR:-$CKPT_DIR/grpo}                 # run dir (checkpoints, final)
+GRPO_TRAIN_FILES=${GRPO_TRAIN_FILES:-$DATA_DIR/grpo.parquet}
+GRPO_VAL_FILES=${GRPO_VAL_FILES:-$DATA_DIR/eval.parquet}
 ROLLOUT_N=${ROLLOUT_N:-8}
-TRAIN_BATCH_SIZE=${TRAIN_BATCH_SIZE:-32}       # prompts per step
-PPO_MINI_BATCH_SIZE=${PPO_MINI_BATCH_SIZE:-16} # prompts per actor update
-MICRO_BATCH_SIZE=${MICRO_BATCH_SIZE:-4}        # sequences per GPU per forward
-LR=${LR:-1e-6}
+GRPO_BATCH_SIZE=${GRPO_BATCH_SIZE:-32}               # prompts per step
+GRPO_MINI_BATCH_SIZE=${GRPO_MINI_BATCH_SIZE:-16}     # prompts per actor update
+GRPO_MICRO_BATCH_SIZE=${GRPO_MICRO_BATCH_SIZE:-4}    # sequences per GPU per forward
+GRPO_LR=${GRPO_LR:-1e-6}
 KL_LOSS_COEF=${KL_LOSS_COEF:-0.001}
 ENTROPY_COEFF=${ENTROPY_COEFF:-0}
-TEMPERATURE=${TEMPERATURE:-1.0}
+ROLLOUT_TEMPERATURE=${ROLLOUT_TEMPERATURE:-1.0}
 MAX_PROMPT_LENGTH=${MAX_PROMPT_LENGTH:-1024}
 MAX_RESPONSE_LENGTH=${MAX_RESPONSE_LENGTH:-512}
-TOTAL_EPOCHS=${TOTAL_EPOCHS:-5}
-TOTAL_STEPS=${TOTAL_STEPS:-null}               # exactly this many steps (null: the epochs decide)
-SAVE_FREQ=${SAVE_FREQ:-20}                     # > 0: verl also saves at the last step
-TEST_FREQ=${TEST_FREQ:-10}
-VAL_BEFORE_TRAIN=${VAL_BEFORE_TRAIN:-True}
+GRPO_EPOCHS=${GRPO_EPOCHS:-5}
+GRPO_STEPS=${GRPO_STEPS:-null}                       # exactly this many steps (null: the epochs decide)
+GRPO_SAVE_FREQ=${GRPO_SAVE_FREQ:-20}                 # > 0: verl also saves at the last step
+GRPO_CKPT_TO_KEEP=${GRPO_CKPT_TO_KEEP:-1}            # checkpoints kept while training (one more while saving)
+GRPO_TEST_FREQ=${GRPO_TEST_FREQ:-10}
+GRPO_VAL_BEFORE_TRAIN=${GRPO_VAL_BEFORE_TRAIN:-True}
 ROLLOUT_TP=${ROLLOUT_TP:-1}
-GPU_MEMORY_UTILIZATION=${GPU_MEMORY_UTILIZATION:-0.6}
+ROLLOUT_GPU_MEMORY_UTILIZATION=${ROLLOUT_GPU_MEMORY_UTILIZATION:-0.6}
 PROJECT_NAME=${PROJECT_NAME:-past-grpo}
 EXPERIMENT_NAME=${EXPERIMENT_NAME:-passage${passage_id}_grpo}
-N_GPUS_PER_NODE=${N_GPUS_PER_NODE:-8}
-NNODES=${NNODES:-1}
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
-[[ "${1:-}" == -h || "${1:-}" == --help ]] && usage
-[[ "$passage_id" =~ ^[0-9]+$ ]] || { echo "passage_id must be a number, got '$passage_id'" >&2; usage; }
-[[ "$ROLLOUT_N" -gt 1 ]] || { echo "GRPO needs ROLLOUT_N > 1 (a group per prompt), got $ROLLOUT_N" >&2; exit 2; }
+check_passage_id
+((ROLLOUT_N > 1)) || usage_error "GRPO needs ROLLOUT_N > 1 (a group per prompt), got $ROLLOUT_N"
+check_judge_for_nodes
+check_judge "GRPO of passage $passage_id"
 
 device_overrides=("${CPU_GRPO_OVERRIDES[@]}")
 if [[ "$DEVICE" == cpu ]]; then
-  N_GPUS_PER_NODE=1
   # vLLM-CPU sizes its buffers by these limits: keep them to what a rollout needs (vLLM wants
   # max_num_batched_tokens >= max_num_seqs, 256).
   max_len=$((MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH))
@@ -64,63 +70,83 @@ if [[ "$DEVICE" == cpu ]]; then
     actor_rollout_ref.rollout.max_num_batched_tokens=$((max_len > 256 ? max_len : 256))
   )
 fi
+judge_kwargs=(+reward.custom_reward_function.reward_kwargs.judge_url="$JUDGE_URL")
+[[ -n "$JUDGE_TOKEN_FILE" ]] && judge_kwargs+=(+reward.custom_reward_function.reward_kwargs.judge_token_file="$JUDGE_TOKEN_FILE")
 
 if [[ "$DRY_RUN" != 1 ]]; then
-  for f in "$TRAIN_FILES" "$VAL_FILES"; do
+  for f in "$GRPO_TRAIN_FILES" "$GRPO_VAL_FILES"; do
     [[ -f "$f" ]] || { echo "missing $f: build the passage's data first (scripts/gen_data/)" >&2; exit 1; }
   done
-  [[ -e "$MODEL_PATH/config.json" ]] || { echo "missing model $MODEL_PATH: run scripts/train/sft.sh first" >&2; exit 1; }
-  curl -sf -m 5 "$JUDGE_URL/health" >/dev/null || {
-    echo "no judge server answers at $JUDGE_URL: start one (bash scripts/train/start_judge_server.sh) or set JUDGE_URL" >&2
-    exit 1
-  }
+  [[ -e "$START_MODEL/config.json" ]] || { echo "missing model $START_MODEL: run scripts/train/sft.sh first" >&2; exit 1; }
 fi
-resume_mode="$(resume_mode_for "$OUTPUT_DIR")"
+resume_mode="$(resume_mode_for "$GRPO_DIR")"
+[[ "$resume_mode" == auto ]] && prune_stale_checkpoints "$GRPO_DIR"
 # verl saves its last checkpoint only on reaching total_training_steps: with a step count, let
 # the epochs repeat until it is reached.
-[[ "$TOTAL_STEPS" != null ]] && TOTAL_EPOCHS=$((TOTAL_STEPS))
+epochs="$GRPO_EPOCHS"
+[[ "$GRPO_STEPS" != null ]] && epochs=$((GRPO_STEPS))
 
-run_verl "grpo passage $passage_id" verl.trainer.main_ppo "$PYTHON" -- \
-  algorithm.adv_estimator=grpo \
-  algorithm.use_kl_in_reward=False \
-  data.train_files="$TRAIN_FILES" \
-  data.val_files="$VAL_FILES" \
-  data.prompt_key=prompt \
-  data.train_batch_size="$TRAIN_BATCH_SIZE" \
-  data.max_prompt_length="$MAX_PROMPT_LENGTH" \
-  data.max_response_length="$MAX_RESPONSE_LENGTH" \
-  data.filter_overlong_prompts=True \
-  data.truncation=error \
-  actor_rollout_ref.model.path="$MODEL_PATH" \
-  actor_rollout_ref.actor.optim.lr="$LR" \
-  actor_rollout_ref.actor.ppo_mini_batch_size="$PPO_MINI_BATCH_SIZE" \
-  actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu="$MICRO_BATCH_SIZE" \
-  actor_rollout_ref.actor.use_kl_loss=True \
-  actor_rollout_ref.actor.kl_loss_coef="$KL_LOSS_COEF" \
-  actor_rollout_ref.actor.kl_loss_type=low_var_kl \
-  actor_rollout_ref.actor.entropy_coeff="$ENTROPY_COEFF" \
-  'actor_rollout_ref.actor.checkpoint.save_contents=[model,optimizer,extra,hf_model]' \
-  actor_rollout_ref.rollout.name=vllm \
-  actor_rollout_ref.rollout.n="$ROLLOUT_N" \
-  actor_rollout_ref.rollout.temperature="$TEMPERATURE" \
-  actor_rollout_ref.rollout.tensor_model_parallel_size="$ROLLOUT_TP" \
-  actor_rollout_ref.rollout.gpu_memory_utilization="$GPU_MEMORY_UTILIZATION" \
-  actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu="$MICRO_BATCH_SIZE" \
-  actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu="$MICRO_BATCH_SIZE" \
-  reward.custom_reward_function.path="$ROOT/reward_function.py" \
-  reward.custom_reward_function.name=compute_score \
-  +reward.custom_reward_function.reward_kwargs.judge_url="$JUDGE_URL" \
-  trainer.default_local_dir="$OUTPUT_DIR" \
-  trainer.project_name="$PROJECT_NAME" \
-  trainer.experiment_name="$EXPERIMENT_NAME" \
-  trainer.logger="$LOGGER" \
-  trainer.total_epochs="$TOTAL_EPOCHS" \
-  trainer.total_training_steps="$TOTAL_STEPS" \
-  trainer.save_freq="$SAVE_FREQ" \
-  trainer.test_freq="$TEST_FREQ" \
-  trainer.val_before_train="$VAL_BEFORE_TRAIN" \
-  trainer.resume_mode="$resume_mode" \
-  trainer.nnodes="$NNODES" \
-  trainer.n_gpus_per_node="$N_GPUS_PER_NODE" \
-  "${ATTN_ACTOR[@]}" "${device_overrides[@]}" "$@"
-record_final "$OUTPUT_DIR" actor/huggingface
+# compose_overrides: the overrides of this run, from the batch sizes currently set.
+compose_overrides() {
+  overrides=(
+    algorithm.adv_estimator=grpo
+    algorithm.use_kl_in_reward=False
+    data.train_files="$GRPO_TRAIN_FILES"
+    data.val_files="$GRPO_VAL_FILES"
+    data.prompt_key=prompt
+    data.train_batch_size="$batch"
+    data.max_prompt_length="$MAX_PROMPT_LENGTH"
+    data.max_response_length="$MAX_RESPONSE_LENGTH"
+    data.filter_overlong_prompts=True
+    data.truncation=error
+    actor_rollout_ref.model.path="$START_MODEL"
+    actor_rollout_ref.actor.optim.lr="$GRPO_LR"
+    actor_rollout_ref.actor.ppo_mini_batch_size="$mini"
+    actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu="$micro"
+    actor_rollout_ref.actor.use_kl_loss=True
+    actor_rollout_ref.actor.kl_loss_coef="$KL_LOSS_COEF"
+    actor_rollout_ref.actor.kl_loss_type=low_var_kl
+    actor_rollout_ref.actor.entropy_coeff="$ENTROPY_COEFF"
+    actor_rollout_ref.actor.checkpoint.save_contents="$SAVE_CONTENTS"
+    actor_rollout_ref.rollout.name=vllm
+    actor_rollout_ref.rollout.n="$ROLLOUT_N"
+    actor_rollout_ref.rollout.temperature="$ROLLOUT_TEMPERATURE"
+    actor_rollout_ref.rollout.tensor_model_parallel_size="$ROLLOUT_TP"
+    actor_rollout_ref.rollout.gpu_memory_utilization="$ROLLOUT_GPU_MEMORY_UTILIZATION"
+    actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu="$micro"
+    actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu="$micro"
+    reward.custom_reward_function.path="$ROOT/reward_function.py"
+    reward.custom_reward_function.name=compute_score
+    "${judge_kwargs[@]}"
+    trainer.default_local_dir="$GRPO_DIR"
+    trainer.project_name="$PROJECT_NAME"
+    trainer.experiment_name="$EXPERIMENT_NAME"
+    trainer.logger="$LOGGER"
+    trainer.total_epochs="$epochs"
+    trainer.total_training_steps="$GRPO_STEPS"
+    trainer.save_freq="$GRPO_SAVE_FREQ"
+    trainer.max_actor_ckpt_to_keep="$GRPO_CKPT_TO_KEEP"
+    trainer.test_freq="$GRPO_TEST_FREQ"
+    trainer.val_before_train="$GRPO_VAL_BEFORE_TRAIN"
+    trainer.resume_mode="$resume_mode"
+    trainer.nnodes="$NNODES"
+    trainer.n_gpus_per_node="$N_GPUS_PER_NODE"
+    "${ATTN_ACTOR[@]}" "${device_overrides[@]}" "$@"
+  )
+}
+
+batch="$GRPO_BATCH_SIZE" mini="$GRPO_MINI_BATCH_SIZE" micro="$GRPO_MICRO_BATCH_SIZE"
+if [[ -f "$GRPO_TRAIN_FILES" && -f "$GRPO_VAL_FILES" && -e "$START_MODEL/config.json" ]]; then
+  compose_overrides "$@"
+  fit="$("$PYTHON" "$ROOT/scripts/preflight.py" grpo --stage "GRPO of passage $passage_id" --batch "$batch" \
+    --mini "$mini" --micro "$micro" --rollout_n "$ROLLOUT_N" --ranks $((NNODES * N_GPUS_PER_NODE)) \
+    -- "${overrides[@]}")" || exit 1
+  read -r batch mini micro <<< "${fit%%$'\n'*}"
+  [[ "$fit" == *$'\n'* ]] && run_log "$GRPO_DIR" "${fit#*$'\n'}"
+else
+  echo "DRY_RUN: data or start model not there yet: batch sizes not fitted" >&2
+fi
+compose_overrides "$@"
+run_verl "grpo passage $passage_id" verl.trainer.main_ppo "$PYTHON" -- "${overrides[@]}"
+record_final "$GRPO_DIR" actor/huggingface
+prune_checkpoints "$GRPO_DIR"

@@ -1,0 +1,242 @@
+"""What every bash driver shares through scripts/common.sh: --help from the header comment, the
+device line at the start (PAST_DEVICE, nvidia-smi, torch.cuda), the code root it runs, GPUs kept
+for a local judge, passage ranges, DRY_RUN for drivers without verl (merge_and_eval.sh), and the
+checks that run before anything heavy (scripts/preflight.py). Nothing trains here.
+"""
+
+import json
+import os
+import re
+import shlex
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DRIVERS = sorted(p for p in (REPO / "scripts").rglob("*.sh") if p.name != "common.sh")
+
+
+def run(script, env=None, args=(), cwd=REPO, timeout=300):
+    full_env = {k: v for k, v in os.environ.items() if k not in ("JUDGE_URL", "JUDGE_SERVER_URL", "PAST_DETECTED")}
+    full_env.update({"PYTHON": sys.executable, **(env or {})})
+    return subprocess.run(["bash", str(script), *args], env=full_env, cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def header(script):
+    lines = Path(script).read_text().splitlines()[1:]
+    out = []
+    for line in lines:
+        if not line.startswith("#"):
+            break
+        out.append(re.sub(r"^# ?", "", line))
+    return "\n".join(out) + "\n"
+
+
+@pytest.mark.parametrize("script", DRIVERS, ids=lambda p: str(p.relative_to(REPO / "scripts")))
+def test_help_prints_the_header_comment_only(script, tmp_path):
+    done = run(script, args=["--help"], cwd=tmp_path, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == header(script)
+    assert done.stderr == ""  # answered before anything is detected or started
+    assert "set -euo pipefail" not in done.stdout and len(done.stdout.splitlines()) >= 3
+    assert f"scripts/{script.relative_to(REPO / 'scripts')}" in done.stdout  # shows how to run it
+
+
+def banner(stderr):
+    return next(line for line in stderr.splitlines() if "] device: " in line)
+
+
+def test_device_detection_forced_by_past_device_and_printed_first():
+    done = run(REPO / "scripts/train/sft.sh", {"DRY_RUN": "1", "PAST_DEVICE": "cpu", "STAGES": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[0] == banner(done.stderr)
+    assert banner(done.stderr).startswith("[sft.sh] device: cpu (PAST_DEVICE=cpu)")
+    assert f"code: {REPO};" in banner(done.stderr)
+    bad = run(REPO / "scripts/train/sft.sh", {"DRY_RUN": "1", "PAST_DEVICE": "tpu"})
+    assert bad.returncode == 2 and "PAST_DEVICE must be cpu or gpu" in bad.stderr
+
+
+def fake_nvidia_smi(tmp_path, listing):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "nvidia-smi"
+    tool.write_text(f"#!/bin/sh\nprintf '{listing}'\n")
+    tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
+    return f"{bin_dir}:{os.environ['PATH']}"
+
+
+def test_device_detection_without_past_device(tmp_path):
+    env = {"DRY_RUN": "1", "STAGES": "1", "PAST_DEVICE": ""}
+    # No GPU listed: torch.cuda.is_available() in the project's Python decides (False here).
+    no_gpu = run(REPO / "scripts/train/sft.sh", {**env, "PATH": fake_nvidia_smi(tmp_path, "")})
+    assert no_gpu.returncode == 0, no_gpu.stderr
+    assert "device: cpu (no NVIDIA GPU: nvidia-smi lists none, torch.cuda.is_available() is False" in no_gpu.stderr
+    # Two GPUs listed: gpu, and one training process per GPU.
+    (tmp_path / "two").mkdir()
+    two = run(REPO / "scripts/train/sft.sh",
+              {**env, "PATH": fake_nvidia_smi(tmp_path / "two", "GPU 0: H100 (UUID: a)\\nGPU 1: H100 (UUID: b)\\n")})
+    assert two.returncode == 0, two.stderr
+    assert "device: gpu (nvidia-smi lists 2 GPU(s))" in two.stderr
+    assert "--nproc_per_node=2" in two.stdout
+
+
+def test_judge_gpus_are_left_out_of_training(tmp_path):
+    env = {"DRY_RUN": "1", "PAST_DEVICE": "gpu", "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7", "JUDGE_GPUS": "6,7"}
+    sft = run(REPO / "scripts/train/sft.sh", {**env, "STAGES": "1"})
+    assert sft.returncode == 0, sft.stderr
+    assert "CUDA_VISIBLE_DEVICES=0,1,2,3,4,5;" in banner(sft.stderr) and "--nproc_per_node=6" in sft.stdout
+    judge = run(REPO / "scripts/train/start_judge_server.sh",
+                {**env, "JUDGE_BACKEND": "vllm", "JUDGE_MODEL": "Qwen/Qwen2.5-7B-Instruct", "LOG_DIR": str(tmp_path)})
+    assert judge.returncode == 0, judge.stderr
+    vllm = shlex.split(next(line for line in judge.stdout.splitlines() if "vllm.entrypoints" in line))
+    assert "CUDA_VISIBLE_DEVICES=6,7" in vllm and vllm[vllm.index("--tensor-parallel-size") + 1] == "2"
+    server = next(line for line in judge.stdout.splitlines() if "reward_server.py" in line)
+    assert "--backend vllm" in server and "--base_url http://127.0.0.1:8000/v1" in server
+    assert judge.stdout.splitlines()[-1] == "http://127.0.0.1:8123"
+    too_many = run(REPO / "scripts/train/sft.sh", {**env, "N_GPUS_PER_NODE": "8"})
+    assert too_many.returncode == 2 and "only 6 GPU(s) are free for training" in too_many.stderr
+
+
+def test_a_checkout_whose_python_imports_other_code_is_refused(tmp_path):
+    """A copy of the drivers without the package beside it: Python would import PaST from the
+    editable install (another checkout), so the driver stops before doing anything."""
+    shutil.copytree(REPO / "scripts", tmp_path / "scripts")
+    done = run(tmp_path / "scripts/train/sft.sh", {"DRY_RUN": "1", "PAST_DEVICE": "cpu"})
+    assert done.returncode == 2
+    assert f"not from this checkout {tmp_path}" in done.stderr and "DRY_RUN [" not in done.stdout
+
+
+def passages(spec):
+    return subprocess.run(["bash", "-c", f'source "{REPO}/scripts/common.sh" >/dev/null 2>&1; expand_passages "$1"', "x", spec],
+                          capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable, "PAST_DEVICE": "cpu"})
+
+
+def test_passage_ranges():
+    assert passages("0,2,5-7").stdout.split() == ["0", "2", "5", "6", "7"]
+    assert passages("3").stdout.split() == ["3"] and passages("1 4").stdout.split() == ["1", "4"]
+    for bad in ("a-b", "5-2", "1,,x", ""):
+        done = passages(bad)
+        assert done.returncode == 2 and done.stdout == "", bad
+
+
+def test_merge_and_eval_dry_run_prints_and_writes_nothing(tmp_path):
+    env = {"DRY_RUN": "1", "PAST_DEVICE": "cpu", "SKILL_VECTOR": "/sv/skill.safetensors", "TARGET_PASSAGES": "1,3",
+           "ALPHA": "0.5", "CKPT_ROOT": str(tmp_path / "ck"), "RESULTS_DIR": str(tmp_path / "res")}
+    done = run(REPO / "scripts/merge_and_eval.sh", env)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("DRY_RUN: ")]
+    assert "inherit_weight.py --skill_vector /sv/skill.safetensors --alpha 0.5" in lines[0]
+    assert f"--target_models {tmp_path}/ck/passage1/stage2/final {tmp_path}/ck/passage3/stage2/final" in lines[0]
+    evals = [line for line in lines if "eval_loogle.eval_with_remote" in line]
+    assert len(evals) == 2 and "--passage_idx 3" in evals[1] and f"--model_path {tmp_path}/ck/inherited/passage3" in evals[1]
+    assert all("--max_new_tokens" not in line for line in evals)  # the budget comes from the eval set's split
+    assert list(tmp_path.iterdir()) == []
+    neither = run(REPO / "scripts/merge_and_eval.sh", {**env, "SKILL_VECTOR": ""})
+    assert neither.returncode == 2 and "set SKILL_VECTOR, or GRPO_MODEL and GRPO_BASE_MODEL" in neither.stderr
+
+
+def write_sft(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"messages": [[{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]
+                               for i in range(rows)]}).to_parquet(path)
+    (path.parent / "manifest_stage2.json").write_text(json.dumps(
+        {"stage": "stage2", "output": path.name, "rows": rows, "counts": {"qa": rows}, "skipped": {"unparsed": 7}}))
+
+
+def test_sft_refuses_empty_data_before_verl_starts(tmp_path):
+    write_sft(tmp_path / "data/passage0/stage2_sft.parquet", 0)
+    (tmp_path / "ck/stage1/final").mkdir(parents=True)
+    (tmp_path / "ck/stage1/final/config.json").write_text("{}")
+    done = run(REPO / "scripts/train/sft.sh", {"PAST_DEVICE": "cpu", "STAGES": "2", "DATA_ROOT": str(tmp_path / "data"),
+                                                 "CKPT_DIR": str(tmp_path / "ck")})
+    assert done.returncode != 0
+    message = done.stderr.strip().splitlines()[-1]
+    assert f"{tmp_path}/data/passage0/stage2_sft.parquet has no rows" in message
+    assert "SFT stage 2 of passage 0" in message and "skipped: unparsed 7" in message
+    assert "Traceback" not in done.stderr and "torch.distributed.run" not in done.stderr
+    assert not (tmp_path / "ck/stage2").exists()
+
+
+@pytest.mark.parametrize("rows,batch,ranks,fitted", [
+    (3, 4, 1, "3 1"),     # fewer rows than the batch: the rows are the batch, micro divides it
+    (1, 32, 1, "1 1"),
+    (9, 32, 8, "8 1"),    # one row per rank
+    (100, 32, 8, "32 2"),  # enough rows: unchanged
+])
+def test_sft_batch_fits_the_rows(tmp_path, rows, batch, ranks, fitted):
+    data = tmp_path / "stage2_sft.parquet"
+    write_sft(data, rows)
+    done = subprocess.run([sys.executable, REPO / "scripts/preflight.py", "sft", "--data", data, "--stage", "SFT stage 2",
+                           "--batch", str(batch), "--micro", "2", "--ranks", str(ranks)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == fitted
+    assert (len(lines) == 2) == (fitted != f"{batch} 2")
+    if len(lines) == 2:
+        assert f"{rows} rows for SFT_BATCH_SIZE {batch}" in lines[1]
+
+
+def test_sft_refuses_fewer_rows_than_ranks(tmp_path):
+    data = tmp_path / "stage2_sft.parquet"
+    write_sft(data, 3)
+    done = subprocess.run([sys.executable, REPO / "scripts/preflight.py", "sft", "--data", data, "--stage", "SFT stage 2",
+                           "--batch", "32", "--micro", "2", "--ranks", "8"], capture_output=True, text=True)
+    assert done.returncode == 3 and "fewer than its 8 data-parallel ranks" in done.stderr and done.stdout == ""
+
+
+@pytest.mark.parametrize("prompts,batch,mini,micro,n,ranks,fitted", [
+    (100, 32, 16, 4, 8, 8, (32, 16, 4)),  # the paper's setting, unchanged
+    (3, 4, 4, 4, 4, 1, (3, 3, 4)),        # fewer prompts than the batch
+    (5, 32, 16, 4, 8, 16, (4, 4, 2)),     # 16 ranks, groups of 8: an even batch; micro batch shrinks
+    (200, 32, 16, 4, 8, 7, (28, 14, 4)),  # 7 GPUs (one kept for the judge)
+])
+def test_grpo_batch_fits_verl_divisibility(prompts, batch, mini, micro, n, ranks, fitted):
+    sys.path.insert(0, str(REPO / "scripts"))
+    from preflight import fit_grpo
+
+    got = fit_grpo(prompts, batch, mini, micro, n, ranks)
+    assert got == fitted
+    b, m, u = got
+    assert b <= prompts and b % m == 0 and (b * n) % ranks == 0 and (m * n) % ranks == 0 and (m * n // ranks) % u == 0
+    assert fit_grpo(1, batch, mini, micro, 8, 16) is None  # 1 prompt x 8 responses cannot fill 16 ranks
+
+
+def test_eval_parquet_without_questions_is_refused(tmp_path):
+    eval_set = tmp_path / "data/passage2/eval.parquet"
+    eval_set.parent.mkdir(parents=True)
+    pd.DataFrame({"prompt": pd.Series([], dtype=object)}).to_parquet(eval_set)
+    done = run(REPO / "scripts/eval/eval_sft.sh", {"PAST_DEVICE": "cpu", "passage_id": "2", "DATA_ROOT": str(tmp_path / "data"),
+                                                     "MODEL_PATH": "/nonexistent", "START_JUDGE": "0"})
+    assert done.returncode != 0
+    assert f"{eval_set} has no questions" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_disk_estimate_for_a_7b_run():
+    sys.path.insert(0, str(REPO / "scripts"))
+    from preflight import disk_estimate
+
+    params = 7_615_616_512  # Qwen2.5-7B-Instruct
+    parts = disk_estimate(params, sft_stages=42, grpo_runs=1, inherited=20, ckpt_to_keep=1, export_dtype="fp32",
+                          keep_resumable=False)
+    kept = sum(p[1] for p in parts)
+    assert kept == pytest.approx(params * (4 * 42 + 4 + 4 + 4 * 20))
+    grpo_peak = next(p[2] for p in parts if p[0].startswith("GRPO"))
+    assert grpo_peak == pytest.approx(2 * params * 16)  # a second checkpoint while the first still exists
+    bf16 = disk_estimate(params, 42, 1, 20, 1, "bf16", False)
+    assert sum(p[1] for p in bf16) < kept * 0.6
+
+
+def test_other_nodes_wait_for_stage_1_then_stop_with_a_clear_message(tmp_path):
+    """NNODES=2, node 1, stage 2: node 0 records stage 1's final model on the shared filesystem;
+    when it never appears, node 1 gives up after STAGE_WAIT_S naming what to check."""
+    done = run(REPO / "scripts/train/sft.sh", {"PAST_DEVICE": "cpu", "NNODES": "2", "NODE_RANK": "1", "STAGES": "2",
+                                                 "MASTER_ADDR": "10.0.0.1", "STAGE_WAIT_S": "5", "CKPT_DIR": str(tmp_path)})
+    assert done.returncode == 1
+    assert "node 1: waiting up to 5s" in done.stderr
+    assert f"{tmp_path}/stage1/final did not appear within 5s" in done.stderr and "filesystem every node sees" in done.stderr
