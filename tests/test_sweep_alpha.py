@@ -4,6 +4,7 @@ filed per λ; a rerun skips what is done; show_results.py prints the sweep; bad 
 before anything is written. (The vLLM backend: tests/test_inplace_transfer.py.)"""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,12 +36,32 @@ def responses(path):
     return [a["response"] for a in json.loads(Path(path).read_text())["answers"]]
 
 
+def driver(env, *args):
+    env = {**os.environ, "PYTHON": sys.executable, "START_JUDGE": "0", **{k: str(v) for k, v in env.items()}}
+    return subprocess.run(["bash", str(REPO_ROOT / "scripts" / "eval" / "sweep_alpha.sh"), *args], capture_output=True, text=True,
+                          env=env, timeout=600, cwd="/")
+
+
 @pytest.fixture(scope="module")
 def swept(tiny_model, tiny_skill_vector, data_dir, lexical_judge_url, tmp_path_factory):
+    """The sweep run by its driver, scripts/eval/sweep_alpha.sh, with SETTINGS."""
     results = tmp_path_factory.mktemp("eval_results")
-    sweep("--target_model", tiny_model, "--skill_vector", tiny_skill_vector, "--alphas", *ALPHAS, *SETTINGS,
-          "--data_dir", data_dir, "--results_dir", results, "--judge_url", lexical_judge_url)
+    done = driver({"passage_id": 4, "TARGET_MODEL": tiny_model, "SKILL_VECTOR": tiny_skill_vector, "ALPHAS": " ".join(ALPHAS),
+                   "N_RUNS": 2, "EVAL_MAX_NEW_TOKENS": 6, "EVAL_BACKEND": "hf", "DATA_ROOT": data_dir, "RESULTS_DIR": results,
+                   "JUDGE_URL": lexical_judge_url})
+    assert done.returncode == 0, done.stderr[-3000:]
     return results
+
+
+def test_driver_dry_run_prints_the_command_with_passthrough_args():
+    done = driver({"DRY_RUN": 1, "passage_id": 3, "SKILL_VECTOR": "v1.safetensors v2.safetensors"}, "--temperature", "0")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "-m eval_loogle.sweep_alpha --target_model " in out and "checkpoints/passage3/stage2/final" in out
+    assert "--skill_vector v1.safetensors v2.safetensors --alphas -0.5 0 0.5 1 1.5 --sweep_name inherited --passage_idx 3" in out
+    assert out.rstrip().endswith("--temperature 0")
+    done = driver({"passage_id": 3})
+    assert done.returncode == 2 and "set SKILL_VECTOR" in done.stderr
 
 
 @pytest.mark.slow
