@@ -31,20 +31,11 @@ import time
 from pathlib import Path
 
 from eval_loogle.common import ANSWERS_FILE, RESULTS_FILE, finished_runs, load_generator
+from eval_loogle.eval_with_remote import score
 from eval_loogle.generate_answers import add_generation_args, generate, prepare
-from eval_loogle.judge_utils import (
-    is_gsm8k,
-    judge_items,
-    judge_numeric,
-    judge_server_info,
-    judged_rows,
-    numeric_judge_info,
-    results_document,
-    save_results,
-    score_with_server,
-)
+from eval_loogle.judge_utils import is_gsm8k, judge_server_info, save_results
 from inplace_transfer import apply_to_hf, apply_to_vllm, check_inputs, vllm_engine_options
-from judge import default_judge_url
+from judge import JudgeError, default_judge_url
 
 log = logging.getLogger("sweep_alpha")
 
@@ -101,12 +92,6 @@ def set_weights(generator, backend, args, alpha):
         apply_to_hf(generator.model, args.target_model, args.skill_vector, alphas)
 
 
-def score(answers_doc, judge_url, metrics):
-    if is_gsm8k(answers_doc):
-        return results_document(answers_doc, judged_rows(answers_doc, judge_numeric(judge_items(answers_doc))), numeric_judge_info())
-    return score_with_server(answers_doc, judge_url, metrics=metrics)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target_model", required=True, help="the model the vectors are added to (local HF model folder), e.g. checkpoints/passage3/stage2/final")
@@ -157,7 +142,7 @@ def main(argv=None):
         start = time.perf_counter()
         try:
             doc = score(answers_doc, args.judge_url, metrics=not args.no_metrics)
-        except RuntimeError as e:
+        except JudgeError as e:
             parser.exit(1, f"error: {e}\nThe answers are saved in {answers_file}: rerun to judge them without generating again.\n")
         timing["judge"] = time.perf_counter() - start
         doc["sweep"], doc["seconds"] = point["sweep"], timing
