@@ -23,8 +23,9 @@ verl's weight sync does; the CPU build repacks Linear weights into its GEMM kern
 would otherwise keep computing with the old ones. Then the prefix cache is reset: every λ sends
 the same prompts, and cached KV of the previous weights would answer them. Refused before any
 weight changes: a tied target that the vectors would untie (inherited_tensors raises
-TransferError), a quantized engine (its kernels hold requantized weights), an engine parameter
-the stream did not update.
+TransferError), a quantized engine (its kernels hold requantized weights), an engine made without
+the extension. An engine parameter the stream did not reach (an engine loaded from another model)
+is an error after the update.
 
 Imports nothing from evaluation: the LooGLE sweep (eval_loogle.sweep_alpha) and the SQuAD setting
 both use it.
@@ -78,7 +79,7 @@ class SkillTransferExtension:
         if model_config.quantization:
             raise TransferError(f"the engine runs a {model_config.quantization}-quantized model; load the target unquantized")
         model = self.model_runner.model
-        before = {name: p for name, p in model.named_parameters()}
+        before = {name for name, _ in model.named_parameters()}
         count = 0
 
         def stream():
@@ -95,27 +96,28 @@ class SkillTransferExtension:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         # load_weights returns the parameter names it filled (vLLM names: fused qkv_proj etc.)
-        not_updated = sorted(set(before) - set(loaded)) if loaded is not None else []
+        not_updated = sorted(before - set(loaded)) if loaded is not None else []
         return {"tensors": count, "not_updated": not_updated}
 
 
 def apply_to_vllm(llm, target_model, skill_vectors, alphas):
     """Set the weights of a `vllm.LLM` made with vllm_engine_options() to
     target + Σ alphas[k]·skill_vectors[k]; returns the number of tensors loaded per worker."""
-    model_config = llm.llm_engine.model_config
-    if model_config.quantization:
-        raise TransferError(f"the engine runs a {model_config.quantization}-quantized model; load the target unquantized")
+    config = llm.llm_engine.vllm_config
+    if config.parallel_config.worker_extension_cls != VLLM_EXTENSION:
+        raise RuntimeError("the engine was created without the skill-transfer worker extension: "
+                           "LLM(..., **inplace_transfer.vllm_engine_options())")
+    if config.model_config.quantization:
+        raise TransferError(f"the engine runs a {config.model_config.quantization}-quantized model; load the target unquantized")
     args = check_inputs(target_model, skill_vectors, alphas)
-    try:
-        results = llm.collective_rpc("past_load_inherited_weights", args=args)
-    except AttributeError as e:  # vLLM reports an unknown method name this way
-        raise RuntimeError(f"the engine has no skill-transfer extension ({e}); create it with "
-                           "LLM(..., **inplace_transfer.vllm_engine_options())") from None
+    results = llm.collective_rpc("past_load_inherited_weights", args=args)
     for rank, result in enumerate(results):
         if result["not_updated"]:
             raise RuntimeError(f"worker {rank}: {target_model} did not update the engine parameters {result['not_updated'][:5]}"
                                f"{' ...' if len(result['not_updated']) > 5 else ''}; the engine was loaded from another model")
-    llm.reset_prefix_cache()
+    if not llm.reset_prefix_cache():  # False while requests hold cached blocks
+        raise RuntimeError("the engine could not reset its prefix cache (requests still running?): its cached KV "
+                           "of the previous weights would answer the next prompts")
     return [r["tensors"] for r in results]
 
 

@@ -97,12 +97,13 @@ def main(argv=None):
     parser.add_argument("--target_model", required=True, help="the model the vectors are added to (local HF model folder), e.g. checkpoints/passage3/stage2/final")
     parser.add_argument("--skill_vector", nargs="+", required=True, help="saved skill vector file(s) (calc_delta_and_save.py)")
     parser.add_argument("--alphas", nargs="+", type=float, required=True, help="the λ values, in the order they are evaluated (e.g. -0.5 0 0.5 1 1.5)")
-    parser.add_argument("--sweep_name", default=DEFAULT_NAME, help=f"results go to RESULTS_DIR/<name>_a<λ>/ (default {DEFAULT_NAME})")
+    parser.add_argument("--sweep_name", help=f"results go to RESULTS_DIR/<name>_a<λ>/ (default {DEFAULT_NAME}, {DEFAULT_NAME}-context with --context_file)")
     add_generation_args(parser, model_args=False)
     parser.add_argument("--judge_url", default=default_judge_url(), help="judge server URL (default env JUDGE_SERVER_URL or http://127.0.0.1:8123)")
     parser.add_argument("--no_metrics", action="store_true", help="verdicts only, skip LooGLE's automatic metrics (and with them the ROUGE-L column)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args.sweep_name = args.sweep_name or DEFAULT_NAME + ("-context" if args.context_file else "")
     try:
         if len({point_tag(args.sweep_name, a) for a in args.alphas}) != len(args.alphas):
             raise ValueError(f"--alphas {' '.join(f'{a:g}' for a in args.alphas)} repeats a value")
