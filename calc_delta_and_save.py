@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from checkpoint_io import (CHUNK_ELEMENTS, USER_ERRORS, SafetensorsWriter, architecture, atomic_outputs,
-                           check_output_paths, stream_chunks)
-from inherit_weight import SkillSource, TransferError, check_finite
+from checkpoint_io import (CHUNK_ELEMENTS, SafetensorsWriter, architecture, atomic_outputs,
+                           check_finite, check_output_paths, one_line_errors, stream_chunks)
+from inherit_weight import SkillSource, TransferError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -70,28 +70,32 @@ def save_skill_vector(grpo_model, base_model, output, dtype="float32", overwrite
             digest.update(out.numpy())  # in file order: the chunks come tensor by tensor, in order
             return [out]
 
-        metadata = {"past_skill_vector": "1", "dtype": dtype, "architecture": json.dumps(architecture(skill.streams[1].config)),
-                    "tied_embeddings": "true" if skill.tied else "false", "grpo_model": str(Path(grpo_model).resolve()),
-                    "base_model": str(Path(base_model).resolve()), "fingerprint": "sha256:" + "0" * 64}
+        metadata = {"past_skill_vector": "1", "dtype": dtype,
+                    "architecture": json.dumps(architecture(skill.streams[1].config)),
+                    "tied_embeddings": "true" if skill.tied else "false",
+                    "grpo_model": str(Path(grpo_model).resolve()), "base_model": str(Path(base_model).resolve()),
+                    "fingerprint": "sha256:" + "0" * 64}  # the same length as the digest written at the end
         progress = tqdm(total=total, unit="B", unit_scale=True, desc="skill vector", disable=quiet, file=sys.stderr)
         with atomic_outputs([output]) as [tmp]:
-            writer = SafetensorsWriter(tmp, entries, metadata) if output.suffix == ".safetensors" else TensorDict(entries)
+            safetensors = output.suffix == ".safetensors"
+            writer = SafetensorsWriter(tmp, entries, metadata) if safetensors else TensorDict(entries)
             try:
                 stream_chunks([(n, skill.info(n).numel, skill.inputs(n)) for n in names], compute, [writer],
                               on_write=progress.update)
-                if output.suffix == ".safetensors":
+                if safetensors:
                     writer.finish({**metadata, "fingerprint": "sha256:" + digest.hexdigest()})
                 else:
                     torch.save(writer.tensors, tmp)
             finally:
                 progress.close()
-                if isinstance(writer, SafetensorsWriter):
+                if safetensors:
                     writer.close()
         return len(names), total
     finally:
         skill.close()
 
 
+@one_line_errors
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grpo_model", required=True, help="the RL (GRPO) result: HF model dir or verl checkpoint dir")
@@ -101,11 +105,7 @@ def main(argv=None):
                         help="stored dtype (default float32, exact; bfloat16 halves the file but rounds)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     args = parser.parse_args(argv)
-    try:
-        count, nbytes = save_skill_vector(args.grpo_model, args.base_model, args.output, args.dtype, args.overwrite)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    count, nbytes = save_skill_vector(args.grpo_model, args.base_model, args.output, args.dtype, args.overwrite)
     print(f"skill vector ({count} tensors, {args.dtype}, {nbytes / 1e9:.3f} GB) written to {args.output}")
     return 0
 

@@ -13,6 +13,7 @@ Every check of an input runs when it is opened, before any output exists, and fa
 """
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -21,6 +22,7 @@ import re
 import shutil
 import signal
 import struct
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -55,6 +57,19 @@ class CheckpointError(ValueError):
 
 # Errors an entry point reports as one line ("error: ...", exit code 2) instead of a traceback.
 USER_ERRORS = (CheckpointError, FileNotFoundError, FloatingPointError)
+
+
+def one_line_errors(main):
+    """Decorate an entry point's main(argv): a USER_ERRORS exception ends it with its one-line
+    message on stderr and exit code 2, not a traceback."""
+    @functools.wraps(main)
+    def run(argv=None):
+        try:
+            return main(argv)
+        except USER_ERRORS as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    return run
 
 
 def numel(shape):
@@ -322,6 +337,13 @@ def check_same_names(a, b, a_label, b_label):
                               f"; only in {b_label}: {only_b[:5]}{' ...' if len(only_b) > 5 else ''}")
 
 
+def check_finite(x, what):
+    """Refuse NaN or Inf in tensor x (inputs or results of the math), naming `what`."""
+    # A sum is one fast pass; only when it is not finite do we look element-wise (a huge sum is legal).
+    if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
+        raise FloatingPointError(f"NaN or Inf in {what}; check the inputs (an exploded or corrupted checkpoint?)")
+
+
 # ----------------------------------------------------------------------------------------------
 # Writing
 
@@ -550,6 +572,22 @@ def read_chunk(inputs, start, end, buffers):
     return blocks
 
 
+def computed_tensors(tensors, compute, layouts):
+    """The sequential twin of stream_chunks for one output: yield (name, tensor) once `compute` has
+    filled the tensor chunk by chunk (its outs are slices of it); layouts[name] = (dtype, shape).
+    Memory: one result tensor at a time."""
+    tensors = list(tensors)
+    buffers = read_buffers(tensors)
+    for name, total, inputs in tensors:
+        dtype, shape = layouts[name]
+        result = torch.empty(shape, dtype=dtype)
+        flat, size = result.view(-1).view(torch.uint8), dtype.itemsize
+        for start in range(0, max(total, 1), CHUNK_ELEMENTS):
+            end = min(start + CHUNK_ELEMENTS, total)
+            compute(name, start, end, read_chunk(inputs, start, end, buffers), [flat[start * size: end * size]])
+        yield name, result
+
+
 def stream_chunks(tensors, compute, writers, on_write=None, in_flight=3):
     """Run `compute` over every chunk of `tensors` while the next chunk is read and the last one written.
 
@@ -635,3 +673,31 @@ def stream_chunks(tensors, compute, writers, on_write=None, in_flight=3):
             if t.is_alive():
                 t.join(timeout=5)
         torch.set_num_threads(torch_threads)
+
+
+@dataclass
+class ModelOutput:
+    """A new HF model dir for write_models: its weights' layout and metadata, and the model dir whose
+    other files (config, tokenizer, ...) it gets, with `config_updates` set in its config.json."""
+    path: Path
+    entries: list
+    copy_from: Path
+    metadata: dict = None
+    config_updates: dict = None
+
+
+def write_models(outputs, tensors, compute, max_shard_size, on_write=None):
+    """Write every ModelOutput at once, its weights streamed through `compute` (see stream_chunks,
+    one writer per output in order); all are published only when all are complete."""
+    with atomic_outputs([o.path for o in outputs]) as tmp_dirs:
+        writers = []
+        try:
+            for output, tmp in zip(outputs, tmp_dirs):
+                writers.append(ShardedWriter(tmp, output.entries, max_shard_size, output.metadata))
+            stream_chunks(tensors, compute, writers, on_write)
+            for output, writer, tmp in zip(outputs, writers, tmp_dirs):
+                writer.finish()
+                copy_model_files(output.copy_from, tmp, output.config_updates)
+        finally:
+            for writer in writers:
+                writer.close()

@@ -1,10 +1,9 @@
 """The PaST operator: add skill vectors to target models, streaming and exactly.
 
-For every tensor:  out = target + Σ_k λ_k · v_k,  with v = rl − base (the GRPO result minus the
-exact checkpoint GRPO started from) or a vector saved by calc_delta_and_save.py, computed in
-float32 and cast once to the target's dtype. rl and base (or the vectors) are read once for all
-targets of a run; no model is ever loaded whole, so any model size runs in well under 1 GB of RAM
-and the run is bound by the disk.
+For every tensor  out = target + Σ_k λ_k·v_k,  with v = rl − base (the GRPO result minus the exact
+checkpoint GRPO started from) or a vector saved by calc_delta_and_save.py, in float32, cast once
+to the target's dtype. The vectors are read once for all targets of a run and no model is loaded
+whole: any model size runs in well under 1 GB of RAM, bound by the disk.
 
     python inherit_weight.py --grpo_model RL --base_model BASE \
         --target_models T1 T2 --output_dirs O1 O2 [--alpha 1.0]
@@ -13,16 +12,11 @@ and the run is bound by the disk.
     python inherit_weight.py ... --exclude 'embed_tokens|lm_head'   # keep the target's embeddings
     python inherit_weight.py ... --dry_run                          # checks and plan, writes nothing
 
-Inputs are HF model dirs (model.safetensors, sharded safetensors with an index, or legacy
-pytorch_model.bin), or verl checkpoint dirs holding HF weights in `actor/huggingface`. Every
-check (damaged files, names, shapes, architecture, vocabularies, outputs) runs before anything is
-written. Each output is a complete HF model dir (the target's config, generation config,
-tokenizer and chat template) whose shards record in their metadata (`past_transfer`) the target,
-the skill vectors with their fingerprints, and the λ used; it is written under a temporary name
-and renamed when complete.
-
-As a library: `inherit(...)` is the CLI; `inherited_tensors(target, skill_vectors, alphas)` yields
-the same tensors one by one for a running engine. Needs checkpoint_io.py beside it.
+Inputs: HF model dirs (safetensors, sharded or not, or pytorch_model.bin) or verl checkpoints with
+`actor/huggingface`. Every check runs before anything is written. Each output is a complete HF
+model dir, renamed into place when complete; its shards' metadata `past_transfer` records the
+target, the vectors (with fingerprints) and the λ used. `inherited_tensors(target, skill_vectors,
+alphas)` yields the same tensors one by one, for an engine that updates its weights in place.
 """
 
 import argparse
@@ -37,10 +31,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from checkpoint_io import (CHUNK_ELEMENTS, EMBED_SUFFIX, LM_HEAD, USER_ERRORS, CheckpointError, CheckpointReader,
-                           ShardedWriter, architecture, atomic_outputs, check_architecture, check_output_paths,
-                           check_same_names, check_same_tensors, copy_model_files, effective_names, numel,
-                           parse_size, read_buffers, read_chunk, stream_chunks)
+from checkpoint_io import (EMBED_SUFFIX, LM_HEAD, CheckpointError, CheckpointReader, ModelOutput,
+                           architecture, check_architecture, check_finite, check_output_paths, check_same_names,
+                           check_same_tensors, computed_tensors, effective_names, numel, one_line_errors, parse_size,
+                           write_models)
 
 BLOCK_ELEMENTS = 2**18  # elements per float32 compute step: 1 MB buffers that stay in the CPU cache
 
@@ -54,7 +48,6 @@ class TransferError(CheckpointError):
 
 def skill_delta(vector_blocks, alphas, out, scratch):
     """Σ_k alphas[k]·v_k of one block in float32, into `out` (returned); scratch is as long.
-
     vector_blocks[k] is (v,) for a saved vector or (rl, base) for v = rl − base."""
     for k, (block, alpha) in enumerate(zip(vector_blocks, alphas)):
         v = out if k == 0 else scratch
@@ -69,89 +62,73 @@ def skill_delta(vector_blocks, alphas, out, scratch):
 
 
 def add_delta(target, delta, work, out):
-    """out = target + delta, summed in float32 (in `work`, as long as delta) and cast once to out's dtype."""
+    """out = target + delta, summed in float32 (in `work`, as long as delta), cast once to out's dtype."""
     work.copy_(target)
     work.add_(delta)
     out.copy_(work)
     return work
 
 
-def check_finite(x, what):
-    # A sum is one fast pass; only when it is not finite do we look element-wise (a huge sum is legal).
-    if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
-        raise FloatingPointError(f"NaN or Inf in {what}; check the inputs (an exploded or corrupted checkpoint?)")
-
-
 # ----------------------------------------------------------------------------------------------
-# The skill vectors and the plan for each target (everything here runs before any output exists)
+# The skill and the plan for each target (everything here runs before any output exists)
 
 class SkillSource:
     """The skill to add, Σ_k alphas[k]·v_k: v = rl − base of two checkpoints, or saved vector files.
 
-    `streams` are the checkpoints read, `stored[name]` their stored tensor names for a name as
-    transformers sees the model, `terms[k]` the streams that make v_k."""
+    `streams` are the checkpoints read; `stored[name]` their stored names for a tensor name as
+    transformers sees the model; `terms[k]` the streams that make v_k."""
 
     def __init__(self, grpo_model=None, base_model=None, skill_vectors=(), alphas=1.0):
-        skill_vectors = [skill_vectors] if isinstance(skill_vectors, (str, Path)) else list(skill_vectors)
-        if skill_vectors and (grpo_model or base_model):
+        files = [skill_vectors] if isinstance(skill_vectors, (str, Path)) else list(skill_vectors)
+        if files and (grpo_model or base_model):
             raise TransferError("give either --skill_vector or --grpo_model/--base_model, not both")
-        if not skill_vectors and not (grpo_model and base_model):
-            raise TransferError("need --grpo_model and --base_model (or --skill_vector FILE ...)")
-        paths = skill_vectors or [grpo_model, base_model]
-        labels = [f"skill vector {f}" for f in skill_vectors] or [f"grpo model {grpo_model}", f"base model {base_model}"]
-        self.streams = [CheckpointReader(p) for p in paths]
-        self.terms = [(k,) for k in range(len(skill_vectors))] or [(0, 1)]
-        if not skill_vectors:
+        if files:
+            labels = [f"skill vector {f}" for f in files]
+            self.streams, self.terms = [CheckpointReader(f) for f in files], [(k,) for k in range(len(files))]
+            self.provenance = [{"skill_vector": str(Path(f).resolve()), **{k: r.metadata[k] for k in (
+                "fingerprint", "grpo_model", "base_model") if k in r.metadata}} for f, r in zip(files, self.streams)]
+            self.description = " + ".join(labels)
+        elif grpo_model and base_model:
+            labels = [f"grpo model {grpo_model}", f"base model {base_model}"]
+            self.streams, self.terms = [CheckpointReader(grpo_model), CheckpointReader(base_model)], [(0, 1)]
             for reader in self.streams:
                 if reader.config is None:
                     raise TransferError(f"{reader.model_dir} has no config.json")
+            self.provenance = [{"grpo_model": str(Path(grpo_model).resolve()),
+                                "base_model": str(Path(base_model).resolve())}]
+            self.description = f"rl {grpo_model} - base {base_model}"
+        else:
+            raise TransferError("need --grpo_model and --base_model (or --skill_vector FILE ...)")
+        # Checked against every target: the models' configs, or what a saved vector recorded of them.
         self.architectures = [(label, architecture(r.config) if r.config else json.loads(r.metadata["architecture"]))
                               for label, r in zip(labels, self.streams) if r.config or "architecture" in r.metadata]
         for (label, arch), (other_label, other) in zip(self.architectures, self.architectures[1:]):
             check_architecture(arch, label, other, other_label)
         names = check_same_tensors(self.streams, labels)
         self.stored = {n: [names_k[n] for names_k in names] for n in names[0]}
-        # All tied: the skill's lm_head *is* its embedding delta (stored once).
-        self.tied = all(r.tied for r in self.streams)
-        self.alphas = [float(alphas)] if isinstance(alphas, (int, float)) else [float(a) for a in alphas]
-        self.alphas *= len(self.terms) if len(self.alphas) == 1 else 1
+        self.tied = all(r.tied for r in self.streams)  # then the skill's lm_head *is* its embedding delta
+        alphas = [float(alphas)] if isinstance(alphas, (int, float)) else [float(a) for a in alphas]
+        self.alphas = alphas * len(self.terms) if len(alphas) == 1 else alphas
         if len(self.alphas) != len(self.terms) or not all(math.isfinite(a) for a in self.alphas):
-            raise TransferError(f"--alpha {self.alphas}: give one finite value per skill vector "
-                                f"({len(self.terms)}), or one for all")
-        self.description = " + ".join(labels) if skill_vectors else f"rl {grpo_model} - base {base_model}"
-        self.provenance = ([{"skill_vector": str(Path(f).resolve()), "alpha": a, **{k: r.metadata[k] for k in
-                             ("fingerprint", "grpo_model", "base_model") if k in r.metadata}}
-                            for f, a, r in zip(skill_vectors, self.alphas, self.streams)] or
-                           [{"grpo_model": str(Path(grpo_model).resolve()), "base_model": str(Path(base_model).resolve()),
-                             "alpha": self.alphas[0]}])
-        self._buffers = None
+            raise TransferError(f"--alpha {alphas}: give one finite value per skill vector ({len(self.terms)}), "
+                                "or one for all")
+        for record, alpha in zip(self.provenance, self.alphas):
+            record["alpha"] = alpha
 
     def info(self, name):
         return self.streams[0].info(self.stored[name][0])
 
     def vector_names(self):
-        """Distinct tensors of the vector: a tied pair's lm_head is its embeddings, counted once."""
+        """Distinct tensors of the skill: a tied skill's lm_head is its embeddings, counted once."""
         return [n for n in self.stored if not (n == LM_HEAD and self.tied)]
 
     def inputs(self, name):
-        """The streams' (reader, stored name) for `name`, as stream_chunks and read_chunk take them."""
+        """The streams' (reader, stored name) for `name`, as read_chunk and stream_chunks take them."""
         return list(zip(self.streams, self.stored[name]))
 
     def delta(self, blocks, out, scratch):
         """Σ_k alphas[k]·v_k in float32 from one block of every stream (read_chunk's views)."""
         return skill_delta([tuple(blocks[s] for s in term) for term in self.terms], self.alphas, out, scratch)
-
-    def iter_delta(self, name):
-        """Yield (start, end, float32 delta) over one tensor; the chunk is overwritten by the next."""
-        if self._buffers is None:
-            self._buffers = (read_buffers([(None, 0, self.inputs(n)) for n in self.stored]),
-                             torch.empty(CHUNK_ELEMENTS), torch.empty(CHUNK_ELEMENTS))
-        buffers, out, scratch = self._buffers
-        total = self.info(name).numel
-        for start in range(0, total, CHUNK_ELEMENTS):
-            end = min(start + CHUNK_ELEMENTS, total)
-            yield start, end, self.delta(read_chunk(self.inputs(name), start, end, buffers),
-                                         out[: end - start], scratch[: end - start])
 
     def close(self):
         for reader in self.streams:
@@ -165,8 +142,12 @@ class TargetPlan:
     untie: bool                                  # write lm_head and tie_word_embeddings=false
     sources: dict = field(default_factory=dict)  # output name -> stored target tensor name
     apply: dict = field(default_factory=dict)    # output name -> leading elements receiving the skill
-    embeddings_note: str = ""
     excluded: list = field(default_factory=list)
+    embeddings_note: str = ""
+
+    @property
+    def nbytes(self):
+        return sum(self.reader.info(s).nbytes for s in self.sources.values())
 
 
 def plan_target(skill, target_dir, output_dir, exclude, shared_vocab_rows):
@@ -181,10 +162,9 @@ def plan_target(skill, target_dir, output_dir, exclude, shared_vocab_rows):
     # A tied target can only receive a separate lm_head delta by being untied in the output.
     untie = target.tied and LM_HEAD in target_names and not skill.tied and LM_HEAD not in excluded
     plan = TargetPlan(target, Path(output_dir) if output_dir else None, untie, excluded=excluded)
-    stored = set(target.names())
     for name, stored_name in target_names.items():
         if name == LM_HEAD and target.tied and not untie:
-            if name in stored:  # a stale lm_head of a tied target: transformers ignores it; keep its bytes
+            if name in target.tensors:  # a stale lm_head of a tied target: transformers ignores it; keep its bytes
                 plan.sources[name], plan.apply[name] = name, 0
             continue  # otherwise it stays tied: lm_head is not stored, it follows the embeddings
         plan.sources[name] = stored_name
@@ -211,25 +191,22 @@ def plan_target(skill, target_dir, output_dir, exclude, shared_vocab_rows):
         else:
             raise TransferError(f"{name}: skill vector has shape {list(v_info.shape)} but target {target_dir} has "
                                 f"{list(t_info.shape)}")
-    if target.tied and not untie:
-        plan.embeddings_note = ("tied embeddings kept tied: the embedding delta also acts as the lm_head delta"
-                                if skill.tied else
-                                "tied target kept tied: lm_head is excluded, the embeddings follow --exclude")
-    elif untie:
-        plan.embeddings_note = ("target was tied but the source models are not: the output is UNTIED "
-                                "(tie_word_embeddings=false) and stores lm_head = target embeddings + lm_head delta")
-    elif skill.tied and LM_HEAD in stored:
-        plan.embeddings_note = "source models are tied: the target's own lm_head received the embedding delta"
-    else:
-        plan.embeddings_note = "untied embeddings: lm_head and embeddings each received their own delta"
+    plan.embeddings_note = (
+        "target was tied but the source models are not: the output is UNTIED (tie_word_embeddings=false) and "
+        "stores lm_head = target embeddings + lm_head delta" if untie else
+        "tied embeddings kept tied: the embedding delta also acts as the lm_head delta" if target.tied and skill.tied
+        else "tied target kept tied: lm_head is excluded, the embeddings follow --exclude" if target.tied else
+        "source models are tied: the target's own lm_head received the embedding delta" if skill.tied else
+        "untied embeddings: lm_head and embeddings each received their own delta")
     return plan
 
 
 # ----------------------------------------------------------------------------------------------
-# The transfer: out_j = target_j + Σ_k α_k·v_k, chunk by chunk, for every target of a run at once
+# The transfer: out_j = target_j + Σ_k α_k·v_k for every target j of a run, chunk by chunk
 
 class Transfer:
-    """The per-chunk computation of one run; `tensors()` and `compute` feed checkpoint_io.stream_chunks."""
+    """The computation of one run, for checkpoint_io's pipelines: `tensors()` says what to read,
+    `compute` turns one chunk of the skill's and the targets' tensors into the outputs' chunks."""
 
     def __init__(self, skill, plans):
         self.skill, self.plans = skill, plans
@@ -246,19 +223,17 @@ class Transfer:
             yield name, max(r.info(s).numel for r, s in filter(None, targets)), vector + targets
 
     def compute(self, name, start, end, blocks, outs):
-        n = len(self.skill.streams)
-        vector, targets = blocks[:n], blocks[n:]
+        vector, targets = blocks[:len(self.skill.streams)], blocks[len(self.skill.streams):]
         length = vector[0].numel() if vector[0] is not None else 0
         results, applied = [], []
         for plan, t, out in zip(self.plans, targets, outs):
             a = 0 if t is None else max(0, min(plan.apply.get(name, 0) - start, length))
-            result = None if t is None else out[: t.numel() * t.element_size()]
+            results.append(None if t is None else out[: t.numel() * t.element_size()])
+            applied.append(a)
             if t is not None and a < t.numel():  # excluded tensors, extra vocabulary rows: the target's bytes
                 if t.dtype.is_floating_point:
                     check_finite(t[a:], f"{name} (target {plan.reader.path})")
-                result[a * t.element_size():].copy_(t.view(torch.uint8)[a * t.element_size():])
-            results.append(result)
-            applied.append(a)
+                results[-1][a * t.element_size():].copy_(t.view(torch.uint8)[a * t.element_size():])
         for bs in range(0, max(applied), BLOCK_ELEMENTS):
             be = min(bs + BLOCK_ELEMENTS, max(applied))
             delta = self.skill.delta([v[bs:be] for v in vector], self.delta[: be - bs], self.scratch[: be - bs])
@@ -280,72 +255,46 @@ class Transfer:
         return results
 
 
+def inherited_tensors(target_model, skill_vectors, alphas=1.0, exclude=None, shared_vocab_rows=False):
+    """(name, tensor) for every stored tensor of target + Σ_k alphas[k]·skill_vectors[k], in the target's
+    dtype, one tensor at a time: exactly what inherit_weight.py writes with these options.
+    skill_vectors are saved vector files, alphas one per vector (or one for all). Every check runs in
+    this call, before the first tensor; a tied target that the vectors would untie is refused (a
+    loaded tied model cannot hold a separate lm_head)."""
+    skill = SkillSource(skill_vectors=skill_vectors, alphas=alphas)
+    plan = plan_target(skill, target_model, None, re.compile(exclude) if exclude else None, shared_vocab_rows)
+    if plan.untie:
+        raise TransferError(f"target {target_model} ties lm_head to its embeddings but the skill vector has its "
+                            "own lm_head delta, which a loaded tied model cannot take: write the model with "
+                            "inherit_weight.py (its output is untied) and load that, or exclude 'lm_head'")
+    return stream_inherited(skill, plan)
+
+
 def stream_inherited(skill, plan):
-    """Yield (name, tensor) for every tensor the output of `plan` stores, computed by Transfer; closes
-    the readers at the end."""
-    transfer_ = Transfer(skill, [plan])
+    """Yield (name, tensor) for every tensor `plan`'s output stores; closes the readers at the end."""
     try:
-        tensors = list(transfer_.tensors())
-        buffers = read_buffers(tensors)
-        for name, total, inputs in tensors:
-            info = plan.reader.info(plan.sources[name])
-            result = torch.empty(info.shape, dtype=info.dtype)
-            flat, size = result.view(-1).view(torch.uint8), info.dtype.itemsize
-            for start in range(0, max(total, 1), CHUNK_ELEMENTS):
-                end = min(start + CHUNK_ELEMENTS, total)
-                transfer_.compute(name, start, end, read_chunk(inputs, start, end, buffers),
-                                  [flat[start * size: end * size]])
-            yield name, result
+        layouts = {n: (plan.reader.info(s).dtype, plan.reader.info(s).shape) for n, s in plan.sources.items()}
+        run = Transfer(skill, [plan])
+        yield from computed_tensors(run.tensors(), run.compute, layouts)
     finally:
         skill.close()
         plan.reader.close()
 
 
-def inherited_tensors(target_model, skill_vectors, alphas=1.0, exclude=None, shared_vocab_rows=False):
-    """(name, tensor) for every stored tensor of target + Σ_k alphas[k]·skill_vectors[k], in the
-    target's dtype, one tensor at a time: exactly what inherit_weight.py would write with these
-    options. skill_vectors are saved vector files; alphas one per vector (or one for all). Every
-    check runs in this call, before the first tensor; a tied target that the vectors would untie is
-    refused (an engine that loaded it cannot hold a separate lm_head)."""
-    skill = SkillSource(skill_vectors=list(skill_vectors), alphas=alphas)
-    plan = plan_target(skill, target_model, None, re.compile(exclude) if exclude else None, shared_vocab_rows)
-    if plan.untie:
-        skill.close()
-        raise TransferError(f"target {target_model} ties lm_head to its embeddings but the skill vector has its "
-                            "own lm_head delta; a loaded tied model cannot take it: write the model with "
-                            "inherit_weight.py (its output is untied) and load that, or exclude 'lm_head'")
-    return stream_inherited(skill, plan)
-
-
 def transfer(skill, plans, max_shard_size="5GB", exclude=None, quiet=False):
-    """Write every plan's output in one streaming pass; returns one summary dict per target."""
+    """Write every plan's output in one streaming pass; returns the per-target statistics."""
     run = Transfer(skill, plans)
-    total_bytes = sum(sum(p.reader.info(s).nbytes for s in p.sources.values()) for p in plans)
-    progress = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="writing", disable=quiet, file=sys.stderr)
+    outputs = [ModelOutput(plan.output_dir, [(n, plan.reader.info(s).dtype, plan.reader.info(s).shape)
+                                             for n, s in plan.sources.items()], plan.reader.model_dir,
+                           {"past_transfer": json.dumps({"target_model": str(plan.reader.path.resolve()),
+                                                         "skill": skill.provenance, "exclude": exclude})},
+                           {"tie_word_embeddings": False} if plan.untie else None) for plan in plans]
     t0 = time.perf_counter()
-    try:
-        with atomic_outputs([plan.output_dir for plan in plans]) as tmp_dirs:
-            writers = []
-            try:
-                for plan, tmp in zip(plans, tmp_dirs):
-                    provenance = {"target_model": str(plan.reader.path.resolve()), "skill": skill.provenance, "exclude": exclude}
-                    entries = [(n, plan.reader.info(s).dtype, plan.reader.info(s).shape) for n, s in plan.sources.items()]
-                    writers.append(ShardedWriter(tmp, entries, parse_size(max_shard_size),
-                                                 {"past_transfer": json.dumps(provenance)}))
-                stream_chunks(run.tensors(), run.compute, writers, on_write=progress.update)
-                for plan, writer, tmp in zip(plans, writers, tmp_dirs):
-                    writer.finish()
-                    copy_model_files(plan.reader.model_dir, tmp, {"tie_word_embeddings": False} if plan.untie else None)
-            finally:
-                for writer in writers:
-                    writer.close()
-            seconds = time.perf_counter() - t0
-    finally:
-        progress.close()
-    return [dict(target=str(p.reader.path), output=str(p.output_dir), alpha=skill.alphas, tensors=len(p.sources),
-                 tensors_changed=len(changed), excluded=sorted(p.excluded), skill_norm=sumsq ** 0.5,
-                 bytes=sum(p.reader.info(s).nbytes for s in p.sources.values()), seconds=seconds,
-                 embeddings=p.embeddings_note) for p, sumsq, changed in zip(plans, run.sumsq, run.changed)]
+    with tqdm(total=sum(p.nbytes for p in plans), unit="B", unit_scale=True, desc="writing", disable=quiet,
+              file=sys.stderr) as progress:
+        write_models(outputs, run.tensors(), run.compute, parse_size(max_shard_size), progress.update)
+    return [dict(seconds=time.perf_counter() - t0, tensors_changed=len(changed), skill_norm=sumsq ** 0.5)
+            for sumsq, changed in zip(run.sumsq, run.changed)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -354,27 +303,24 @@ def transfer(skill, plans, max_shard_size="5GB", exclude=None, quiet=False):
 def inherit(target_models, output_dirs, grpo_model=None, base_model=None, skill_vectors=(), alphas=1.0,
             exclude=None, overwrite=False, dry_run=False, shared_vocab_rows=False, max_shard_size="5GB",
             quiet=False):
-    """Write target + Σ alphas[k]·skill_k for every target; all checks run before anything is written.
-
-    Returns one summary dict per target (a plan without numbers when dry_run)."""
+    """Write target + Σ_k alphas[k]·skill_k for every target; all checks run before anything is written.
+    Returns one summary dict per target (the plan without numbers when dry_run)."""
     if len(target_models) != len(output_dirs) or not target_models:
         raise TransferError(f"{len(target_models)} target models but {len(output_dirs)} output dirs; "
                             "give one output dir per target")
     parse_size(max_shard_size)
-    skill = SkillSource(grpo_model, base_model, skill_vectors, alphas)
-    plans = []
+    skill, plans = SkillSource(grpo_model, base_model, skill_vectors, alphas), []
     try:
         for target_dir, output_dir in zip(target_models, output_dirs):
             plans.append(plan_target(skill, target_dir, output_dir, re.compile(exclude) if exclude else None,
                                      shared_vocab_rows))
-        inputs = [p for p in (grpo_model, base_model, *skill_vectors) if p] + list(target_models)
-        check_output_paths([p.output_dir for p in plans], inputs, overwrite)
-        if dry_run:
-            return [dict(target=str(p.reader.path), output=str(p.output_dir), alpha=skill.alphas, tensors=len(p.sources),
-                         tensors_receiving=sum(1 for v in p.apply.values() if v), excluded=sorted(p.excluded),
-                         bytes=sum(p.reader.info(s).nbytes for s in p.sources.values()),
-                         embeddings=p.embeddings_note, dry_run=True) for p in plans]
-        return transfer(skill, plans, max_shard_size=max_shard_size, exclude=exclude, quiet=quiet)
+        inputs = [reader.path for reader in skill.streams] + [plan.reader.path for plan in plans]
+        check_output_paths([plan.output_dir for plan in plans], inputs, overwrite)
+        results = [{} for _ in plans] if dry_run else transfer(skill, plans, max_shard_size, exclude, quiet)
+        return [dict(target=str(p.reader.path), output=str(p.output_dir), alpha=skill.alphas,
+                     tensors=len(p.sources), tensors_receiving=sum(1 for v in p.apply.values() if v),
+                     excluded=sorted(p.excluded), bytes=p.nbytes, embeddings=p.embeddings_note, dry_run=dry_run, **r)
+                for p, r in zip(plans, results)]
     finally:
         skill.close()
         for plan in plans:
@@ -383,16 +329,17 @@ def inherit(target_models, output_dirs, grpo_model=None, base_model=None, skill_
 
 def format_summary(s):
     alpha = s["alpha"][0] if len(s["alpha"]) == 1 else s["alpha"]
-    if s.get("dry_run"):
+    if s["dry_run"]:
         return (f"[dry run] {s['target']} -> {s['output']}: {s['tensors']} tensors, {s['tensors_receiving']} would "
                 f"receive alpha={alpha} * skill, excluded {len(s['excluded'])}, {s['bytes'] / 1e9:.3f} GB to write; "
                 f"{s['embeddings']}")
     gbps = s["bytes"] / 1e9 / max(s["seconds"], 1e-9)
-    return (f"{s['target']} -> {s['output']}: {s['tensors_changed']} of {s['tensors']} tensors changed, "
-            f"excluded {len(s['excluded'])}, ||alpha*skill|| = {s['skill_norm']:.6g} (alpha={alpha}), "
-            f"{s['bytes'] / 1e9:.3f} GB written in {s['seconds']:.1f} s ({gbps:.2f} GB/s of output); {s['embeddings']}")
+    return (f"{s['target']} -> {s['output']}: {s['tensors_changed']} of {s['tensors']} tensors changed, excluded "
+            f"{len(s['excluded'])}, ||alpha*skill|| = {s['skill_norm']:.6g} (alpha={alpha}), {s['bytes'] / 1e9:.3f} GB "
+            f"written in {s['seconds']:.1f} s ({gbps:.2f} GB/s); {s['embeddings']}")
 
 
+@one_line_errors
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grpo_model", help="the RL (GRPO) result: HF model dir or verl checkpoint dir")
@@ -402,7 +349,7 @@ def main(argv=None):
     parser.add_argument("--target_models", nargs="+", required=True, help="model dirs to add the skill to")
     parser.add_argument("--output_dirs", nargs="+", required=True, help="one new model dir per target")
     parser.add_argument("--alpha", nargs="+", type=float, default=[1.0],
-                        help="scale lambda of each skill vector, one per vector or one for all (default 1.0)")
+                        help="scale lambda of each skill vector: one per vector, or one for all (default 1.0)")
     parser.add_argument("--exclude", help="regex: tensors whose names match keep the target's values "
                         "(e.g. 'embed_tokens|lm_head')")
     parser.add_argument("--shared_vocab_rows", action="store_true",
@@ -412,14 +359,9 @@ def main(argv=None):
     parser.add_argument("--overwrite", action="store_true", help="replace existing output dirs (after success)")
     parser.add_argument("--dry_run", action="store_true", help="run all checks and print the plan; write nothing")
     args = parser.parse_args(argv)
-    try:
-        summaries = inherit(args.target_models, args.output_dirs, grpo_model=args.grpo_model,
-                            base_model=args.base_model, skill_vectors=args.skill_vector, alphas=args.alpha,
-                            exclude=args.exclude, overwrite=args.overwrite, dry_run=args.dry_run,
-                            shared_vocab_rows=args.shared_vocab_rows, max_shard_size=args.max_shard_size)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    summaries = inherit(args.target_models, args.output_dirs, args.grpo_model, args.base_model,
+                        args.skill_vector, args.alpha, args.exclude, args.overwrite, args.dry_run,
+                        args.shared_vocab_rows, args.max_shard_size)
     for s in summaries:
         print(format_summary(s))
     return 0

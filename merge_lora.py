@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from checkpoint_io import (CHUNK_ELEMENTS, USER_ERRORS, CheckpointError, CheckpointReader, ShardedWriter,
-                           atomic_outputs, check_output_paths, copy_model_files, read_json)
+from checkpoint_io import (CHUNK_ELEMENTS, CheckpointError, CheckpointReader, ShardedWriter,
+                           atomic_outputs, check_finite, check_output_paths, copy_model_files, one_line_errors,
+                           read_json)
 
 PEFT_PREFIX = "base_model.model."
 
@@ -54,7 +55,8 @@ def read_adapter(adapter_dir):
     if config.get("modules_to_save"):
         raise CheckpointError(f"{adapter_dir}: modules_to_save {config['modules_to_save']} is not supported; "
                               "merge with peft's merge_and_unload()")
-    weights = [adapter_dir / n for n in ("adapter_model.safetensors", "adapter_model.bin") if (adapter_dir / n).exists()]
+    weights = [adapter_dir / n for n in ("adapter_model.safetensors", "adapter_model.bin")
+               if (adapter_dir / n).exists()]
     if not weights:
         raise CheckpointError(f"{adapter_dir}: no adapter_model.safetensors / adapter_model.bin")
     reader = CheckpointReader(weights[0])
@@ -81,7 +83,8 @@ def read_adapter(adapter_dir):
                                       "modules_to_save?); merge with peft's merge_and_unload()")
     for weight_name, name in replacements.items():
         if weight_name not in pairs:
-            raise CheckpointError(f"{weights[0]}: {name} belongs to no LoRA layer; merge with peft's merge_and_unload()")
+            raise CheckpointError(f"{weights[0]}: {name} belongs to no LoRA layer; "
+                                  "merge with peft's merge_and_unload()")
     return config, reader, pairs, replacements
 
 
@@ -97,8 +100,7 @@ def merge_lora(base_model, lora_adapter, output_dir, overwrite=False, quiet=Fals
     """Write base + LoRA to output_dir; returns the number of merged weights."""
     output_dir = Path(output_dir)
     config, adapter, pairs, replacements = read_adapter(lora_adapter)
-    base = CheckpointReader(base_model)
-    try:
+    with CheckpointReader(base_model) as base, adapter:
         if base.config is None:
             raise CheckpointError(f"{base.model_dir} has no config.json")
         check_output_paths([output_dir], [base_model, lora_adapter], overwrite)
@@ -116,9 +118,10 @@ def merge_lora(base_model, lora_adapter, output_dir, overwrite=False, quiet=Fals
             if a_shape[0] != rank or b_shape[1] != rank or tuple(w_shape) != expected:
                 raise CheckpointError(f"{module}: LoRA A {list(a_shape)} / B {list(b_shape)} (r={rank}) do not fit "
                                       f"the base weight {list(w_shape)}; is this the adapter's base model?")
-            if weight_name in replacements and adapter.info(replacements[weight_name]).shape != w_shape:
-                raise CheckpointError(f"{replacements[weight_name]} has shape {list(adapter.info(replacements[weight_name]).shape)}"
-                                      f", the base's {weight_name} {list(w_shape)}: resized vocabularies are not supported")
+            replaced = replacements.get(weight_name)
+            if replaced and adapter.info(replaced).shape != w_shape:
+                raise CheckpointError(f"{replaced} has shape {list(adapter.info(replaced).shape)}, the base's "
+                                      f"{weight_name} {list(w_shape)}: resized vocabularies are not supported")
             scalings[weight_name] = alpha / (math.sqrt(rank) if config.get("use_rslora") else rank)
 
         entries = [(n, base.info(n).dtype, base.info(n).shape) for n in base.names()]
@@ -133,17 +136,14 @@ def merge_lora(base_model, lora_adapter, output_dir, overwrite=False, quiet=Fals
                 weight = adapter.get(replacements[name]) if name in replacements else base.get(name)
                 merged = merged_weight(weight, adapter.get(a_name), adapter.get(b_name), kind, scalings[name],
                                        base.info(name).dtype)
-                if not torch.isfinite(merged).all():
-                    raise FloatingPointError(f"NaN or Inf in the merged {name}")
+                check_finite(merged, f"the merged {name}")
                 writer.write(name, merged.reshape(-1).view(torch.uint8))
             writer.finish()
             copy_model_files(base.model_dir, tmp)
         return len(pairs)
-    finally:
-        base.close()
-        adapter.close()
 
 
+@one_line_errors
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base_model", required=True, help="the model the adapter was trained on (HF dir)")
@@ -151,11 +151,7 @@ def main(argv=None):
     parser.add_argument("--output_dir", required=True, help="new model dir for the merged model")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output dir")
     args = parser.parse_args(argv)
-    try:
-        n = merge_lora(args.base_model, args.lora_adapter, args.output_dir, args.overwrite)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    n = merge_lora(args.base_model, args.lora_adapter, args.output_dir, args.overwrite)
     print(f"merged {n} LoRA weights into {args.output_dir}")
     return 0
 

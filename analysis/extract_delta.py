@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from checkpoint_io import CHUNK_ELEMENTS, USER_ERRORS, CheckpointReader, effective_names
+from checkpoint_io import (CHUNK_ELEMENTS, CheckpointReader, effective_names, one_line_errors, read_buffers,
+                           read_chunk)
 from inherit_weight import SkillSource
 
 STAT_FIELDS = ["name", "layer", "module", "numel", "l2", "base_l2", "rel_l2", "mean_abs", "max_abs", "near_zero_frac"]
@@ -45,6 +46,17 @@ def layer_and_module(name):
     return (int(match.group(1)) if match else None), module
 
 
+def iter_delta(skill, name):
+    """Yield (start, end, float32 chunk of the skill) over one tensor of a SkillSource."""
+    inputs, total = skill.inputs(name), skill.info(name).numel
+    buffers = read_buffers([(name, total, inputs)])
+    out, scratch = torch.empty(CHUNK_ELEMENTS), torch.empty(CHUNK_ELEMENTS)
+    for start in range(0, total, CHUNK_ELEMENTS):
+        end = min(start + CHUNK_ELEMENTS, total)
+        blocks = read_chunk(inputs, start, end, buffers)
+        yield start, end, skill.delta(blocks, out[: end - start], scratch[: end - start])
+
+
 def delta_statistics(source, base=None, near_zero=1e-8, quiet=False):
     """One dict per tensor (STAT_FIELDS). `base`: a CheckpointReader for relative norms (optional)."""
     base32 = torch.empty(CHUNK_ELEMENTS, dtype=torch.float32)
@@ -56,7 +68,7 @@ def delta_statistics(source, base=None, near_zero=1e-8, quiet=False):
             continue
         sumsq = base_sumsq = abs_sum = 0.0
         max_abs, near = 0.0, 0
-        for start, end, delta in source.iter_delta(name):
+        for start, end, delta in iter_delta(source, name):
             sumsq += float(torch.dot(delta, delta))
             absd = delta.abs_()  # in place: delta is not needed any more
             abs_sum += float(absd.sum(dtype=torch.float64))
@@ -111,6 +123,7 @@ def module_summary(rows):
     return sorted(((m, s ** 0.5, s / total) for m, s in sumsq.items()), key=lambda x: -x[1])
 
 
+@one_line_errors
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grpo_model", help="RL result (with --base_model: the vector is rl - base)")
@@ -121,17 +134,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if Path(args.output).suffix not in (".csv", ".json"):
         parser.error("--output must end in .csv or .json")
-    try:
-        if args.skill_vector:
-            source = SkillSource(skill_vectors=[args.skill_vector])
-            base = CheckpointReader(args.base_model) if args.base_model else None
-        else:
-            source = SkillSource(args.grpo_model, args.base_model)
-            base = source.streams[1]
-        rows = delta_statistics(source, base, args.near_zero)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.skill_vector:
+        source = SkillSource(skill_vectors=[args.skill_vector])
+        base = CheckpointReader(args.base_model) if args.base_model else None
+    else:
+        source = SkillSource(args.grpo_model, args.base_model)
+        base = source.streams[1]
+    rows = delta_statistics(source, base, args.near_zero)
     write_rows(rows, args.output)
     total = sum(r["l2"] ** 2 for r in rows) ** 0.5
     print(f"{len(rows)} tensors, ||skill|| = {total:.6g}; statistics written to {args.output}")

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from analysis.extract_delta import layer_and_module
-from checkpoint_io import USER_ERRORS, CheckpointError
+from analysis.extract_delta import iter_delta, layer_and_module
+from checkpoint_io import CheckpointError, one_line_errors
 from inherit_weight import SkillSource
 
 
@@ -47,7 +47,7 @@ def cosine_table(sources, exclude=None, quiet=False):
     for name in tqdm(names, desc="cosine", unit="tensor", disable=quiet, file=sys.stderr):
         layer, _ = layer_and_module(name)
         group = layer if layer is not None else "outside"
-        iters = [s.iter_delta(name) for s in sources]
+        iters = [iter_delta(s, name) for s in sources]
         for chunks in zip(*iters):
             matrix = torch.stack([c[2] for c in chunks])  # k x chunk, float32
             gram = (matrix @ matrix.T).double()
@@ -65,6 +65,7 @@ def group_order(groups):
     return layers + [g for g in ("outside", "all") if g in groups]
 
 
+@one_line_errors
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vector", action="append", default=[], help="a saved skill vector file (repeatable)")
@@ -81,12 +82,8 @@ def main(argv=None):
     labels = args.labels or [Path(s[1]).stem if s[0] == "vector" else Path(s[1][0]).name for s in specs]
     if len(labels) != len(specs):
         parser.error(f"{len(labels)} labels for {len(specs)} vectors")
-    try:
-        sources = [SkillSource(skill_vectors=[s[1]]) if s[0] == "vector" else SkillSource(*s[1]) for s in specs]
-        table = cosine_table(sources, re.compile(args.exclude) if args.exclude else None)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    sources = [SkillSource(skill_vectors=[s[1]]) if s[0] == "vector" else SkillSource(*s[1]) for s in specs]
+    table = cosine_table(sources, re.compile(args.exclude) if args.exclude else None)
     groups = group_order(next(iter(table.values())).keys())
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     with open(args.output, "w", newline="") as f:

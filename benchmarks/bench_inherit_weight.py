@@ -12,6 +12,9 @@ over --repeats runs, and ratios against the I/O floor measured in the same run:
                             transformers (default bf16), loop over named_parameters, save_pretrained
   original_fp32             the same loaded in float32 (exact arithmetic, writes a float32 model)
   operator_1 / operator_4   inherit_weight.py with 1 target and with 4 targets in one run
+  baseline_1 / baseline_4   the same, run from another checkout (--baseline_repo DIR, e.g. a
+                            `git worktree` of main), to see what a change does to speed; its
+                            output is compared bit for bit with operator_1's
 
 Every method starts from a cold cache for the benchmark's own files (posix_fadvise DONTNEED on
 them; other processes' cache is left alone). Methods are interleaved per repetition so that noise
@@ -19,11 +22,12 @@ from other processes spreads evenly. Needs /usr/bin/time (Debian: apt-get instal
 
     python benchmarks/bench_inherit_weight.py                   # Qwen2.5-1.5B shapes, 3 repetitions
     python benchmarks/bench_inherit_weight.py --shapes 7b --methods io_floor_1 operator_1
+    git worktree add /tmp/before main && python benchmarks/bench_inherit_weight.py \
+        --methods io_floor_1 baseline_1 operator_1 --baseline_repo /tmp/before --repeats 5
 """
 
 import argparse
 import json
-import math
 import os
 import re
 import shutil
@@ -45,6 +49,7 @@ SHAPES = {
                num_attention_heads=28, num_key_value_heads=4, tie_word_embeddings=False),
 }
 METHODS = ["io_floor_1", "original_bf16", "original_fp32", "operator_1", "io_floor_4", "operator_4"]
+BASELINE_METHODS = ["baseline_1", "baseline_4"]
 
 
 def qwen2_tensors(cfg):
@@ -153,14 +158,18 @@ def child_operator(rl, base, targets, outputs):
     inherit(targets, outputs, grpo_model=rl, base_model=base, quiet=True)
 
 
-def run_child(method, dirs, workdir, n_targets):
+def run_child(method, dirs, workdir, n_targets, baseline_repo=None):
     """Run one method in a child under /usr/bin/time -v; returns (wall s, peak RSS bytes, bytes moved)."""
     targets = [str(dirs[f"target{k}"]) for k in range(n_targets)]
     outputs = [str(workdir / "out" / f"{method}_{k}") for k in range(n_targets)]
     shutil.rmtree(workdir / "out", ignore_errors=True)
     (workdir / "out").mkdir()
     drop_cache(dirs.values())
-    cmd = ["/usr/bin/time", "-v", sys.executable, __file__, "--child", method, "--rl", str(dirs["rl"]),
+    script, child = __file__, method
+    if method.startswith("baseline"):  # the other checkout's own benchmark script runs its operator
+        script, child = str(Path(baseline_repo) / "benchmarks" / "bench_inherit_weight.py"), method.replace(
+            "baseline", "operator")
+    cmd = ["/usr/bin/time", "-v", sys.executable, script, "--child", child, "--rl", str(dirs["rl"]),
            "--base", str(dirs["base"]), "--child_targets", *targets, "--child_outputs", *outputs]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
@@ -190,7 +199,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", choices=sorted(SHAPES), default="1.5b")
     parser.add_argument("--repeats", type=int, default=3, help="runs per method; the median is reported")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
+    parser.add_argument("--methods", nargs="+", choices=METHODS + BASELINE_METHODS, default=METHODS)
+    parser.add_argument("--baseline_repo", help="another checkout whose operator the baseline_* methods run")
     parser.add_argument("--workdir", default=str(REPO_ROOT / "outputs" / "bench_inherit_weight"),
                         help="scratch dir for the synthetic checkpoints (removed at the end)")
     parser.add_argument("--keep", action="store_true", help="keep the synthetic checkpoints")
@@ -213,11 +223,15 @@ def main():
     if not Path("/usr/bin/time").exists():
         sys.exit("this benchmark needs /usr/bin/time (GNU time) for peak RSS: apt-get install time")
 
+    if any(m in BASELINE_METHODS for m in args.methods) and not args.baseline_repo:
+        sys.exit("baseline_* methods need --baseline_repo DIR (e.g. git worktree add /tmp/before main)")
     workdir = Path(args.workdir)
     if workdir.exists():
         sys.exit(f"{workdir} exists; remove it (a previous benchmark's leftovers) or pass another --workdir")
     n_targets = 4 if any(m.endswith("_4") for m in args.methods) else 1
-    per_model = sum(2 * math.prod(shape) for _, shape in qwen2_tensors(SHAPES[args.shapes]))
+    from checkpoint_io import numel
+
+    per_model = sum(2 * numel(shape) for _, shape in qwen2_tensors(SHAPES[args.shapes]))
     free = shutil.disk_usage(workdir.parent if workdir.parent.exists() else REPO_ROOT).free
     need = per_model * (2 + n_targets) + per_model * (2 * n_targets if "original_fp32" in args.methods else n_targets)
     if need > free * 0.9:
@@ -242,15 +256,15 @@ def main():
                               file=sys.stderr)
                         continue
                 n = 4 if method.endswith("_4") else 1
-                wall, rss, moved, outputs = run_child(method, dirs, workdir, n)
+                wall, rss, moved, outputs = run_child(method, dirs, workdir, n, args.baseline_repo)
                 results[method].append((wall, rss, moved))
                 print(f"rep {rep + 1}/{args.repeats} {method}: {wall:.1f} s, peak RSS {rss / 1e9:.2f} GB", file=sys.stderr)
-                if rep == 0 and method in ("original_bf16", "original_fp32", "operator_1"):
+                if rep == 0 and method in ("original_bf16", "original_fp32", "operator_1", "baseline_1"):
                     # The exact reference for target0 is operator_1's output (checked bit-exact by the tests).
                     keep = workdir / f"keep_{method}"
                     shutil.move(outputs[0], keep)
         if (workdir / "keep_operator_1").exists():
-            for method in ("original_bf16", "original_fp32"):
+            for method in ("original_bf16", "original_fp32", "baseline_1"):
                 if (workdir / f"keep_{method}").exists():
                     exactness[method] = count_differing_tensors(workdir / f"keep_{method}", workdir / "keep_operator_1")
     finally:
@@ -277,6 +291,13 @@ def main():
             exact += " (float32 output, 2× size)"
         print(f"| {method} | {4 if method.endswith('_4') else 1} | {wall:.1f} | {min(walls):.1f}–{max(walls):.1f} | "
               f"{rss / 1e9:.2f} | {moved / 1e9 / wall:.2f} | {ratio} | {exact} |")
+    for method in BASELINE_METHODS:
+        operator = method.replace("baseline", "operator")
+        if results.get(method) and results.get(operator):
+            r = statistics.median(x[0] for x in results[operator]) / statistics.median(x[0] for x in results[method])
+            pairs = [o[0] / b[0] for o, b in zip(results[operator], results[method])]
+            print(f"\n{operator} / {method} (this checkout against {args.baseline_repo}): {r:.2f}× in medians; "
+                  f"per repetition {', '.join(f'{p:.2f}' for p in pairs)}")
     if results.get("operator_1") and results.get("operator_4"):
         r = statistics.median(x[0] for x in results["operator_4"]) / statistics.median(x[0] for x in results["operator_1"])
         print(f"\noperator: 4 targets in one run take {r:.2f}× the time of 1 target")
