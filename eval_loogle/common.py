@@ -23,6 +23,8 @@ DEFAULT_RESULTS_DIR = "eval_results"
 RESULTS_FILE = "test_results.json"
 ANSWERS_FILE = "answers.json"
 BACKENDS = ("hf", "vllm", "openai")
+# extra_info["loogle_split"] of an eval row: LooGLE's short- or long-dependency QA.
+LOOGLE_SPLITS = ("shortdep", "longdep")
 
 # Path parts that name a checkpoint's place in a run, not the model variant.
 _NOT_VARIANT = re.compile(r"^(passage\d+|final|huggingface|hf_model|global_step_\d+)$")
@@ -76,7 +78,7 @@ class EvalSet:
     data_source: str
     passage_id: int | None
     title: str | None
-    questions: list  # [{index, question, reference, prompt}], prompt = chat messages
+    questions: list  # [{index, question, reference, prompt, loogle_split}], prompt = chat messages
 
 
 def available_passages(data_dir):
@@ -119,12 +121,16 @@ def load_eval_set(passage_idx=None, data_file=None, data_dir=DEFAULT_DATA_DIR):
         extra = row.get("extra_info") or {}
         prompt = [{"role": m["role"], "content": m["content"]} for m in row["prompt"]]
         question = extra.get("question") or prompt[-1]["content"]
+        loogle_split = extra.get("loogle_split")  # None: an eval set made before the field existed
+        if loogle_split not in (None, *LOOGLE_SPLITS):
+            raise ValueError(f"{path} row {row_no}: extra_info.loogle_split is {loogle_split!r}, expected one of {LOOGLE_SPLITS}")
         questions.append(
             {
                 "index": int(extra.get("index", row_no)),
                 "question": question,
                 "reference": str(row["reward_model"]["ground_truth"]),
                 "prompt": prompt,
+                "loogle_split": loogle_split,
             }
         )
         if extra.get("title"):
@@ -169,8 +175,9 @@ def check_model_path(model_path, backend):
     )
 
 
-def load_generator(model_path, backend, batch_size=8, base_url=None):
-    """A generation.py generator for the model (the only way eval code loads one)."""
+def load_generator(model_path, backend, batch_size=8, base_url=None, **vllm_options):
+    """A generation.py generator for the model (the only way eval code loads one);
+    `vllm_options` go to `vllm.LLM` (e.g. worker_extension_cls for in-place weight updates)."""
     from generation import make_generator
 
     check_model_path(model_path, backend)
@@ -178,7 +185,7 @@ def load_generator(model_path, backend, batch_size=8, base_url=None):
     if backend == "hf":
         return make_generator("hf", model_path, batch_size=batch_size)
     if backend == "vllm":
-        return make_generator("vllm", model_path)
+        return make_generator("vllm", model_path, **vllm_options)
     return make_generator("openai", model_path, base_url=base_url)
 
 
@@ -237,8 +244,8 @@ def finished_runs(answers_file, header, n_questions, n_runs):
     if not answers_file.exists():
         return []
     previous = load_answers(answers_file)
-    keys = ("model_path", "split", "data_file")
-    same_source = all(previous.get(k) == header[k] for k in keys)
+    keys = ("model_path", "split", "data_file", "sweep")  # sweep: the weights of a λ-sweep point
+    same_source = all(previous.get(k) == header.get(k) for k in keys)
     def settings(generation):  # what must match: not the run count, nor what was derived from the model
         return {k: v for k, v in generation.items() if k not in ("n_runs", "passage_tokens_kept")}
 
@@ -256,18 +263,26 @@ def finished_runs(answers_file, header, n_questions, n_runs):
     return done
 
 
-def generate_runs(eval_set, conversations, generator, answers_file, header, done, n_runs, base_seed, sampling):
+def generate_runs(eval_set, conversations, generator, answers_file, header, done, n_runs, base_seed, sampling, budgets):
     """Answer every question once per run (seed base_seed + run) for the runs not in `done`,
     rewriting the answers file after each run. `header`: model_tag, model_path, generation
-    settings...; `sampling`: max_new_tokens, temperature, top_p. Returns the answers document."""
+    settings...; `sampling`: temperature, top_p; `budgets`: max new tokens per question
+    (questions with the same budget are generated together). Returns the answers document."""
     from tqdm import tqdm
 
+    groups = {}
+    for i, budget in enumerate(budgets):
+        groups.setdefault(budget, []).append(i)
     runs_done = {a["run"] for a in done}
     doc = {**header, "answers": list(done)}
     for run in tqdm([r for r in range(n_runs) if r not in runs_done], desc="runs", unit="run"):
         seed = base_seed + run
-        completions = generator.generate(conversations, seed=seed, n=1, **sampling)
-        for q, (response,) in zip(eval_set.questions, completions, strict=True):
+        responses = [None] * len(conversations)
+        for budget, members in groups.items():
+            completions = generator.generate([conversations[i] for i in members], seed=seed, n=1, max_new_tokens=budget, **sampling)
+            for i, (response,) in zip(members, completions, strict=True):
+                responses[i] = response
+        for q, response in zip(eval_set.questions, responses, strict=True):
             doc["answers"].append(
                 {
                     "index": q["index"],

@@ -31,6 +31,14 @@ from eval_loogle.judge_utils import (
 from judge import JudgeError, default_judge_url
 
 
+def score(answers_doc, judge_url, metrics=True):
+    """The test_results document of an answers file: GSM8K by exact numeric match in-process,
+    anything else through the judge server (JudgeError when it cannot judge)."""
+    if is_gsm8k(answers_doc):
+        return results_document(answers_doc, judged_rows(answers_doc, judge_numeric(judge_items(answers_doc))), numeric_judge_info())
+    return score_with_server(answers_doc, judge_url, metrics=metrics)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_generation_args(parser)
@@ -39,7 +47,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
-        eval_set, header, passage = prepare(args)
+        eval_set, header, passage, budgets = prepare(args)
         out_dir = Path(args.results_dir) / header["model_tag"] / header["split"]
         finished_runs(out_dir / ANSWERS_FILE, header, len(eval_set.questions), args.n_runs)
         if not is_gsm8k(header):
@@ -48,15 +56,11 @@ def main(argv=None):
         parser.error(str(e))
     except RuntimeError as e:
         parser.exit(1, f"error: {e}\n")
-    answers_doc = generate(args, eval_set, header, passage, out_dir / ANSWERS_FILE)
-    if is_gsm8k(answers_doc):
-        rows = judged_rows(answers_doc, judge_numeric(judge_items(answers_doc)))
-        doc = results_document(answers_doc, rows, numeric_judge_info())
-    else:
-        try:
-            doc = score_with_server(answers_doc, args.judge_url, metrics=not args.no_metrics)
-        except JudgeError as e:
-            parser.exit(1, f"error: {e}\nThe answers are saved in {out_dir / ANSWERS_FILE}: rerun to judge them without generating again.\n")
+    answers_doc = generate(args, eval_set, header, passage, budgets, out_dir / ANSWERS_FILE)
+    try:
+        doc = score(answers_doc, args.judge_url, metrics=not args.no_metrics)
+    except JudgeError as e:
+        parser.exit(1, f"error: {e}\nThe answers are saved in {out_dir / ANSWERS_FILE}: rerun to judge them without generating again.\n")
     save_results(doc, out_dir / RESULTS_FILE)
 
 

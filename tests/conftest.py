@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import free_port
+from helpers import free_port, perturbed_copy
 from loogle_fixture import write_loogle_corpus
 from make_tiny_model import build_model, build_tokenizer
 
@@ -94,6 +94,18 @@ def tiny_model_sharded(tiny_models_dir, tiny_tokenizer):
 def tiny_model_bin(tiny_models_dir, tiny_tokenizer):
     """Legacy pytorch_model.bin weights."""
     return build_model(tiny_models_dir / "bin", legacy_bin=True, tokenizer=tiny_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_skill_vector(tiny_model, tmp_path_factory):
+    """A saved float32 skill vector for `tiny_model`: rl - base with rl = tiny_model plus seeded noise
+    (std 0.02, the size of the weights themselves, so that every λ gives other outputs)."""
+    from calc_delta_and_save import save_skill_vector
+
+    root = tmp_path_factory.mktemp("skill")
+    rl = perturbed_copy(tiny_model, root / "rl", seed=1, scale=2e-2)
+    save_skill_vector(rl, tiny_model, root / "skill.safetensors", quiet=True)
+    return root / "skill.safetensors"
 
 
 @pytest.fixture(scope="session")
