@@ -13,13 +13,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from helpers import free_port, perturbed_copy
+from helpers import free_port, perturbed_copy, wait_for_health
 from loogle_fixture import write_loogle_corpus
 from make_tiny_model import build_model, build_tokenizer
 
@@ -140,14 +138,7 @@ def transformers_serve_url(tiny_model, tmp_path_factory):
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"transformers serve did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_for_health(url, proc, log, timeout=120)
         yield url
     finally:
         proc.terminate()
