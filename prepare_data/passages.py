@@ -240,11 +240,7 @@ def add_generation_args(parser, max_new_tokens):
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); >0 samples, seeded")
     parser.add_argument("--top_p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0, help="sampling seed; a rerun with the same seed reproduces the data")
-    parser.add_argument("--batch_size", type=int, default=8, help="hf backend: conversations per forward batch")
-    parser.add_argument("--base_url", help="openai backend: OpenAI-compatible URL, e.g. http://127.0.0.1:8000/v1")
-    parser.add_argument("--concurrency", type=int, default=16, help="openai backend: requests in flight")
-    parser.add_argument("--tensor_parallel_size", type=int, default=1, help="vllm backend: GPUs per model")
-    parser.add_argument("--max_model_len", type=int, help="vllm backend: context length to reserve")
+    add_backend_args(parser, concurrency=16)
     parser.add_argument("--overwrite", action="store_true", help="redo passages even when their outputs are complete")
 
 
@@ -262,6 +258,15 @@ def load_tokenizer(args):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(args.tokenizer or args.model)
+
+
+def add_backend_args(parser, concurrency):
+    """The per-backend options that make_generator_from_args reads."""
+    parser.add_argument("--batch_size", type=int, default=8, help="hf backend: prompts per forward batch")
+    parser.add_argument("--base_url", help="openai backend: OpenAI-compatible URL, e.g. http://127.0.0.1:8000/v1")
+    parser.add_argument("--concurrency", type=int, default=concurrency, help=f"openai backend: requests in flight (default: {concurrency})")
+    parser.add_argument("--tensor_parallel_size", type=int, default=1, help="vllm backend: GPUs per model")
+    parser.add_argument("--max_model_len", type=int, help="vllm backend: context length to reserve")
 
 
 def make_generator_from_args(args):

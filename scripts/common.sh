@@ -495,9 +495,19 @@ skill_round() {
 
 # --- settings shared by several drivers ----------------------------------------------------------
 
-# gen_data_settings: the settings of gen_sft_data.sh and gen_rl_data.sh (each can be set from the
-# environment) and gen_args, the arguments both give their prepare_data entry points.
+# gen_data_settings ARGS...: the arguments `<CUDA_VISIBLE_DEVICES> <passages> [extra args]` of
+# gen_sft_data.sh and gen_rl_data.sh, checked (the devices exported; `passages`, `extra_args`), their
+# settings (each can be set from the environment) and gen_args, the arguments both give their
+# prepare_data entry points.
 gen_data_settings() {
+  if (($# < 2)) || ! expand_passages "$2" >/dev/null 2>&1; then
+    echo "usage: $0 <CUDA_VISIBLE_DEVICES> <passages: N, N-M or a comma list such as 0,2,5-7> [extra entry-point args]" \
+      "(bash $0 --help)" >&2
+    exit 2
+  fi
+  export CUDA_VISIBLE_DEVICES="$1"
+  passages="$2"
+  extra_args=("${@:3}")
   LOOGLE=${LOOGLE:-$ROOT/data/loogle/shortdep_qa.jsonl}   # LooGLE jsonl (input, title, qa_pairs)
   DATA_ROOT=${DATA_ROOT:-$ROOT/data}                     # writes DATA_ROOT/passage{N}/
   GENERATOR=${GENERATOR:-Qwen/Qwen2.5-7B-Instruct}       # writes summaries and QA pairs
@@ -519,16 +529,6 @@ gen_data_settings() {
   [[ -z "$TOKENIZER" ]] || gen_args+=(--tokenizer "$TOKENIZER")
   [[ -z "$GEN_BASE_URL" ]] || gen_args+=(--base_url "$GEN_BASE_URL")
   qa_args=(--proposer "$PROPOSER" --questions_per_chunk "$QUESTIONS_PER_CHUNK" --max_new_tokens "$QA_MAX_NEW_TOKENS")
-}
-
-# gen_data_usage ARGS...: check `<CUDA_VISIBLE_DEVICES> <passages> [extra args]`; exports the devices.
-gen_data_usage() {
-  if (($# < 2)) || ! expand_passages "$2" >/dev/null 2>&1; then
-    echo "usage: $0 <CUDA_VISIBLE_DEVICES> <passages: N, N-M or a comma list such as 0,2,5-7> [extra entry-point args]" \
-      "(bash $0 --help)" >&2
-    exit 2
-  fi
-  export CUDA_VISIBLE_DEVICES="$1"
 }
 
 # eval_settings: the settings of the evaluation drivers (eval_sft.sh, eval_with_context.sh,

@@ -18,9 +18,7 @@ import argparse
 import contextlib
 import json
 import math
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 

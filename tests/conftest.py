@@ -13,13 +13,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from helpers import free_port, perturbed_copy
+from helpers import free_port, perturbed_copy, wait_for_health
 from loogle_fixture import write_loogle_corpus
 from make_tiny_model import build_model, build_tokenizer
 
@@ -65,35 +63,24 @@ def tiny_models_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("tiny_models")
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tiny_models_dir, tiny_tokenizer):
-    """Untied embeddings, one model.safetensors, bf16."""
-    return build_model(tiny_models_dir / "untied", tokenizer=tiny_tokenizer)
+def tiny_model_fixture(name, folder, doc, **layout):
+    """A session fixture `name`: the tiny model (same initialisation every time) stored in `layout`."""
+    def fixture(tiny_models_dir, tiny_tokenizer):
+        return build_model(tiny_models_dir / folder, tokenizer=tiny_tokenizer, **layout)
+
+    fixture.__doc__ = doc
+    return pytest.fixture(fixture, scope="session", name=name)
 
 
-@pytest.fixture(scope="session")
-def tiny_model_fp32(tiny_models_dir, tiny_tokenizer):
-    """The same model, initialised the same way but stored in float32: where served (vLLM) and HF results must agree to fp32 precision
-    (the SQuAD tests: TTT, LoRA serving, the skill vector patched into the served model)."""
-    return build_model(tiny_models_dir / "fp32", dtype="float32", tokenizer=tiny_tokenizer)
-
-
-@pytest.fixture(scope="session")
-def tiny_model_tied(tiny_models_dir, tiny_tokenizer):
-    """tie_word_embeddings=True: only model.embed_tokens.weight is stored."""
-    return build_model(tiny_models_dir / "tied", tied=True, tokenizer=tiny_tokenizer)
-
-
-@pytest.fixture(scope="session")
-def tiny_model_sharded(tiny_models_dir, tiny_tokenizer):
-    """Several model-0000k-of-0000N.safetensors files plus model.safetensors.index.json."""
-    return build_model(tiny_models_dir / "sharded", max_shard_size="300KB", tokenizer=tiny_tokenizer)
-
-
-@pytest.fixture(scope="session")
-def tiny_model_bin(tiny_models_dir, tiny_tokenizer):
-    """Legacy pytorch_model.bin weights."""
-    return build_model(tiny_models_dir / "bin", legacy_bin=True, tokenizer=tiny_tokenizer)
+tiny_model = tiny_model_fixture("tiny_model", "untied", "Untied embeddings, one model.safetensors, bf16.")
+tiny_model_fp32 = tiny_model_fixture(
+    "tiny_model_fp32", "fp32", "The same model in float32: where served (vLLM) and HF results must agree to fp32 precision "
+    "(the SQuAD tests: TTT, LoRA serving, the skill vector patched into the served model).", dtype="float32")
+tiny_model_tied = tiny_model_fixture("tiny_model_tied", "tied", "tie_word_embeddings=True: only model.embed_tokens.weight is stored.",
+                                     tied=True)
+tiny_model_sharded = tiny_model_fixture("tiny_model_sharded", "sharded", "Several model-0000k-of-0000N.safetensors files plus "
+                                        "model.safetensors.index.json.", max_shard_size="300KB")
+tiny_model_bin = tiny_model_fixture("tiny_model_bin", "bin", "Legacy pytorch_model.bin weights.", legacy_bin=True)
 
 
 @pytest.fixture(scope="session")
@@ -140,14 +127,7 @@ def transformers_serve_url(tiny_model, tmp_path_factory):
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"transformers serve did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_for_health(url, proc, log, timeout=120)
         yield url
     finally:
         proc.terminate()

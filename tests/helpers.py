@@ -45,6 +45,21 @@ def perturbed_copy(src, dst, seed, scale=1e-2):
     return Path(dst)
 
 
+def wait_for_health(url, proc, log, timeout):
+    """Wait until `url`/health answers 200 from the server process `proc`; fail with the end of its
+    `log` if it exits or takes longer than `timeout` seconds."""
+    import httpx
+
+    deadline = time.time() + timeout
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"the server at {url} did not start:\n{Path(log).read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
 @contextlib.contextmanager
 def serve(app, port=None, host="127.0.0.1"):
     """Serve an ASGI app with uvicorn in a background thread; yields its base URL."""

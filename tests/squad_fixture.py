@@ -10,67 +10,47 @@ hub's rajpurkar/squad columns), so that both input formats and the grouping can 
 
 import copy
 
+def passage(title, context, *questions):
+    return {"title": title, "context": context, "questions": [{"question": q, "answer": a} for q, a in questions]}
+
+
 PASSAGES = [
-    {
-        "title": "Harbor Lighthouse",
-        "context": "The Harbor Lighthouse was built in 1871 on a granite ledge at the mouth of the bay. Its lamp "
-                   "was first fuelled by whale oil and later by kerosene. Keeper Anna Sorensen tended the light for "
-                   "thirty-two years, until it was automated in 1948.",
-        "questions": [
-            {"question": "When was the Harbor Lighthouse built?", "answer": "1871"},
-            {"question": "What did the lamp burn first?", "answer": "whale oil"},
-            {"question": "Who kept the light for thirty-two years?", "answer": "Anna Sorensen"},
-        ],
-    },
-    {
-        "title": "Marsh Orchid",
-        "context": "The marsh orchid flowers in late June. Its seeds are as fine as dust and need a soil fungus "
-                   "to germinate, so the plant spreads slowly. In the valley it grows only in the wet meadow "
-                   "below the mill.",
-        "questions": [
-            {"question": "When does the marsh orchid flower?", "answer": "late June"},
-            {"question": "What do the seeds need to germinate?", "answer": "a soil fungus"},
-        ],
-    },
-    {
-        "title": "Harbor Lighthouse",
-        "context": "A foghorn was added to the Harbor Lighthouse in 1902. It sounded two blasts every thirty "
-                   "seconds and could be heard eleven miles out at sea.",
-        "questions": [
-            {"question": "When was the foghorn added?", "answer": "1902"},
-            {"question": "How far out could the foghorn be heard?", "answer": "eleven miles"},
-        ],
-    },
-    {
-        "title": "Copper Valley Railway",
-        "context": "The Copper Valley Railway opened in 1889 to carry ore from the Redstone mines to the smelter "
-                   "at Millford. Its steepest grade, on Cutter's Hill, needed two engines. Passenger service "
-                   "ended in 1931.",
-        "questions": [
-            {"question": "What did the Copper Valley Railway carry?", "answer": "ore"},
-            {"question": "Where was the smelter?", "answer": "Millford"},
-            {"question": "Which hill had the steepest grade?", "answer": "Cutter's Hill"},
-            {"question": "When did passenger service end?", "answer": "1931"},
-        ],
-    },
-    {
-        "title": "Marsh Orchid",
-        "context": "Botanists counted 412 flowering marsh orchids in the meadow in 2019, twice the number of a "
-                   "decade before, after grazing was stopped.",
-        "questions": [
-            {"question": "How many marsh orchids were counted in 2019?", "answer": "412"},
-            {"question": "What was stopped before the count rose?", "answer": "grazing"},
-        ],
-    },
-    {
-        "title": "Copper Valley Railway",
-        "context": "The railway's engine No. 7, built by the Baldwin works, is kept in the Millford museum. It "
-                   "was restored by volunteers between 1994 and 2001.",
-        "questions": [
-            {"question": "Who built engine No. 7?", "answer": "the Baldwin works"},
-            {"question": "Where is engine No. 7 kept?", "answer": "the Millford museum"},
-        ],
-    },
+    passage("Harbor Lighthouse",
+            "The Harbor Lighthouse was built in 1871 on a granite ledge at the mouth of the bay. Its lamp was "
+            "first fuelled by whale oil and later by kerosene. Keeper Anna Sorensen tended the light for "
+            "thirty-two years, until it was automated in 1948.",
+            ("When was the Harbor Lighthouse built?", "1871"),
+            ("What did the lamp burn first?", "whale oil"),
+            ("Who kept the light for thirty-two years?", "Anna Sorensen")),
+    passage("Marsh Orchid",
+            "The marsh orchid flowers in late June. Its seeds are as fine as dust and need a soil fungus to "
+            "germinate, so the plant spreads slowly. In the valley it grows only in the wet meadow below the "
+            "mill.",
+            ("When does the marsh orchid flower?", "late June"),
+            ("What do the seeds need to germinate?", "a soil fungus")),
+    passage("Harbor Lighthouse",
+            "A foghorn was added to the Harbor Lighthouse in 1902. It sounded two blasts every thirty seconds "
+            "and could be heard eleven miles out at sea.",
+            ("When was the foghorn added?", "1902"),
+            ("How far out could the foghorn be heard?", "eleven miles")),
+    passage("Copper Valley Railway",
+            "The Copper Valley Railway opened in 1889 to carry ore from the Redstone mines to the smelter at "
+            "Millford. Its steepest grade, on Cutter's Hill, needed two engines. Passenger service ended in "
+            "1931.",
+            ("What did the Copper Valley Railway carry?", "ore"),
+            ("Where was the smelter?", "Millford"),
+            ("Which hill had the steepest grade?", "Cutter's Hill"),
+            ("When did passenger service end?", "1931")),
+    passage("Marsh Orchid",
+            "Botanists counted 412 flowering marsh orchids in the meadow in 2019, twice the number of a "
+            "decade before, after grazing was stopped.",
+            ("How many marsh orchids were counted in 2019?", "412"),
+            ("What was stopped before the count rose?", "grazing")),
+    passage("Copper Valley Railway",
+            "The railway's engine No. 7, built by the Baldwin works, is kept in the Millford museum. It was "
+            "restored by volunteers between 1994 and 2001.",
+            ("Who built engine No. 7?", "the Baldwin works"),
+            ("Where is engine No. 7 kept?", "the Millford museum")),
 ]
 N_QUESTIONS = sum(len(p["questions"]) for p in PASSAGES)  # 15
 

@@ -4,25 +4,21 @@ on the tiny model; the openai backend against real local OpenAI-compatible serve
 vllm backend with vLLM's CPU build."""
 
 import asyncio
-import contextlib
 import copy
 import json
 import os
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 from pathlib import Path
 
 import pytest
 import torch
-import uvicorn
 from fastapi import FastAPI, Request
 from transformers import AutoTokenizer
 
 from generation import make_generator, raw_prompt_ids, render_chat
-from helpers import free_port
+from helpers import serve
 
 RAW_PROMPTS = ["Read the passage below.\n\nPassage:\nHarbor Lighthouse\nBuilt in 1871.\n\nImplications:\n", "Topic: x\nWhy?\nAnswer:"]
 CONVERSATIONS = [
@@ -131,23 +127,6 @@ def test_raw_mode_bad_requests(hf_generator):
 # --- openai backend -----------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def serve(app):
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started:
-        assert thread.is_alive() and time.time() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-
-
 def recording_app():
     """An OpenAI-compatible chat endpoint that echoes the request and records peak concurrency."""
     app = FastAPI()
@@ -180,7 +159,8 @@ def recording_app():
 
 def test_openai_raw_mode_uses_the_completions_endpoint_and_an_adapter_name():
     app = recording_app()
-    with serve(app) as base_url:
+    with serve(app) as url:
+        base_url = f"{url}/v1"
         generator = make_generator("openai", "Qwen/Qwen2.5-7B", base_url=base_url)
         adapter = generator.complete(RAW_PROMPTS, max_new_tokens=64, stop_token_ids=[151643], model="ttt_0")
         base = generator.complete(RAW_PROMPTS[:1], max_new_tokens=8, temperature=1.0, seed=4, n=2)
@@ -195,7 +175,8 @@ def test_openai_raw_mode_uses_the_completions_endpoint_and_an_adapter_name():
 def test_openai_requests_respect_the_concurrency_bound_and_keep_order():
     app = recording_app()
     conversations = [[{"role": "user", "content": f"question {i}"}] for i in range(8)]
-    with serve(app) as base_url:
+    with serve(app) as url:
+        base_url = f"{url}/v1"
         generator = make_generator("openai", "judge-model", base_url=base_url, api_key="sk-test-local", concurrency=3)
         outputs = generator.generate(conversations, max_new_tokens=17, temperature=0.5, top_p=0.9, seed=11, n=2)
     assert outputs == [[f"question {i}|seed=11", f"question {i}|seed=12"] for i in range(8)]
@@ -210,7 +191,8 @@ def test_openai_requests_respect_the_concurrency_bound_and_keep_order():
 
 def test_openai_greedy_makes_one_request_per_conversation():
     app = recording_app()
-    with serve(app) as base_url:
+    with serve(app) as url:
+        base_url = f"{url}/v1"
         outputs = make_generator("openai", "m", base_url=base_url).generate(CONVERSATIONS, max_new_tokens=4, n=3)
     assert len(app.state.requests) == 3
     assert [len(set(o)) for o in outputs] == [1, 1, 1] and [len(o) for o in outputs] == [3, 3, 3]

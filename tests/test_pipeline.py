@@ -201,8 +201,7 @@ def test_quickstart_in_a_fresh_clone_interrupted_during_grpo_then_rerun(clone, t
             assert len(per_run) == 2
             expected = statistics.fmean(sum(v) / len(v) for v in per_run.values())
             row = table[(f"passage{t}", variant)]
-            # "accuracy_mean" since the table has a continuous score beside it ("mean" before)
-            assert float(row.get("accuracy_mean", row.get("mean"))) == pytest.approx(expected)
+            assert float(row["accuracy_mean"]) == pytest.approx(expected)
     assert (results / "results.md").read_text().count("passage") >= len(TARGETS)
     assert run2.stdout.strip().splitlines()[-1].startswith("What the numbers mean:")
 

@@ -8,19 +8,17 @@ de-duplication and the concurrency bound.
 
 import ast
 import asyncio
-import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from helpers import free_port, scripted_backend, serve
+from helpers import free_port, scripted_backend, serve, wait_for_health
 from judge import LEXICAL_THRESHOLD, lexical_judge
 from prompts import judge_messages
 from reward_server import DEFAULT_MAX_TOKENS, REJECTIONS_IN_A_ROW_FATAL, JudgeSettings, create_app, resolve_backend
@@ -225,13 +223,7 @@ def test_openai_key_reaches_the_backend_but_never_the_logs(tmp_path):
             )
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.time() + 60
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                        break
-                assert proc.poll() is None and time.time() < deadline, log.read_text()
-                time.sleep(0.2)
+            wait_for_health(url, proc, log, timeout=60)
             assert judge(url, [item()]).json()["results"][0]["verdict"] is True
             pages = httpx.get(f"{url}/health").text + httpx.get(f"{url}/metrics").text
         finally:

@@ -12,7 +12,6 @@ killed, pass or fail. Ray runs as a private local instance with bounded CPUs.
 """
 
 import collections
-import json
 import os
 import re
 import shutil

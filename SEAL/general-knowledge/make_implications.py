@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository r
 
 from tqdm import tqdm  # noqa: E402
 
-from prepare_data.passages import make_generator_from_args  # noqa: E402
+from prepare_data.passages import add_backend_args, make_generator_from_args  # noqa: E402
 from prompts import DEFAULT_IMPLICATIONS_PROMPT, IMPLICATIONS_FIELDS, IMPLICATIONS_TEMPLATES, implications_prompt, load_prompt_template  # noqa: E402
 from seal_squad.data import load_passages  # noqa: E402
 from seal_squad.partial import PartialFile  # noqa: E402
@@ -55,11 +55,7 @@ def parse_args(argv):
     p.add_argument("--prompt_file", help="a text file with the prompt instead, {title} and {context} in it (e.g. SEAL's exact one)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed of the first chunk (chunk at position i: seed + i)")
     p.add_argument("--chunk_passages", type=int, default=64, help="passages per generation call and per resume point (default 64)")
-    p.add_argument("--batch_size", type=int, default=8, help="hf backend: prompts per forward batch")
-    p.add_argument("--base_url", help="openai backend: the server's URL, e.g. http://127.0.0.1:8001/v1")
-    p.add_argument("--concurrency", type=int, default=64, help="openai backend: requests in flight")
-    p.add_argument("--tensor_parallel_size", type=int, default=1, help="vllm backend: GPUs per model")
-    p.add_argument("--max_model_len", type=int, help="vllm backend: context length to reserve")
+    add_backend_args(p, concurrency=64)
     p.add_argument("--overwrite", action="store_true", help="replace OUT, or start over instead of resuming")
     args = p.parse_args(argv)
     if min(args.k, args.max_new_tokens, args.chunk_passages) < 1:

@@ -12,9 +12,6 @@
 # DRY_RUN=1 prints the command.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
-gen_data_usage "$@"
-passages="$2"
-shift 2
-gen_data_settings
+gen_data_settings "$@"
 
-run_cmd "$PYTHON" -m prepare_data.generate_qa "${gen_args[@]}" --passages "$passages" --format grpo "${qa_args[@]}" "$@"
+run_cmd "$PYTHON" -m prepare_data.generate_qa "${gen_args[@]}" --passages "$passages" --format grpo "${qa_args[@]}" "${extra_args[@]}"

@@ -13,12 +13,9 @@
 # SUMMARY_MAX_NEW_TOKENS 512. Extra arguments go to both entry points; DRY_RUN=1 prints them.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
-gen_data_usage "$@"
-passages="$2"
-shift 2
-gen_data_settings
+gen_data_settings "$@"
 SUMMARY_MAX_NEW_TOKENS=${SUMMARY_MAX_NEW_TOKENS:-512}
 
 run_cmd "$PYTHON" -m prepare_data.generate_mixed_data "${gen_args[@]}" --passages "$passages" \
-  --max_new_tokens "$SUMMARY_MAX_NEW_TOKENS" "$@"
-run_cmd "$PYTHON" -m prepare_data.generate_qa "${gen_args[@]}" --passages "$passages" --format sft "${qa_args[@]}" "$@"
+  --max_new_tokens "$SUMMARY_MAX_NEW_TOKENS" "${extra_args[@]}"
+run_cmd "$PYTHON" -m prepare_data.generate_qa "${gen_args[@]}" --passages "$passages" --format sft "${qa_args[@]}" "${extra_args[@]}"
