@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import load_module_from_path
 from seal_squad.results import article_entry, completion_entry, overall_stats, read_run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -95,15 +96,6 @@ def test_results_table_reads_seals_own_run_files_and_refuses_others(tmp_path):
     assert bad.returncode == 2 and "not a run JSON" in bad.stderr
 
 
-def load_table_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("results_table", TABLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_ablation_rows_in_order_and_accuracy_against_lambda(tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -127,7 +119,7 @@ def test_ablation_rows_in_order_and_accuracy_against_lambda(tmp_path):
                     "+0.5*v(K=2) (post; sha256:ababababababa)", "+1*v(K=2) (post; sha256:ababababababa)",
                     "+0.5*v(K=2) (pre; sha256:ababababababa)"]
     assert plot.stat().st_size > 0
-    module = load_table_module()
+    module = load_module_from_path("results_table", TABLE)
     points = module.lambda_points([json.loads(p.read_text()) for p in sorted(runs.glob("*.json"))])
     assert points == {"implications + v(K=2) (post)": {0.0: 25.0, 0.5: 35.0, 1.0: 40.0},
                       "implications + v(K=2) (pre)": {0.0: 25.0, 0.5: 30.0},
