@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import squad_fixture
+from helpers import load_state
 from prompts import squad_answer_prompt, squad_question
 from seal_squad.sequences import training_sequences
 from seal_squad.source import gate_decision, grpo_rows, macro_accuracy, sft_rows
@@ -179,6 +180,32 @@ def test_pass_through_template_gives_the_raw_prompt_ids(source_data, tiny_model_
         assert builder.build_initial_tokens([dict(m) for m in messages]) == raw(prompt)["input_ids"]
     # The tokenizer's own (ChatML) template would have wrapped it.
     assert raw.apply_chat_template([dict(rows.prompt[0][0])], add_generation_prompt=True, tokenize=False) != rows.prompt[0][0]["content"]
+
+
+@pytest.mark.slow
+def test_lora_knowledge_sft_records_one_merged_model(source_data, tiny_model_fp32, tmp_path):
+    """SFT_LORA_RANK > 0 on the raw-text set, real verl SFT on the CPU: the round's final model is a
+    plain HF model (the base's tensor names and dtype, no adapter) in which the linear layers
+    moved and nothing else did; the FSDP shards and the unmerged export are pruned."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    os.symlink(source_data / "stage1_sft.parquet", data_dir / "stage1_sft.parquet")
+    env = {**os.environ, "PYTHON": sys.executable, "PAST_DEVICE": "cpu", "STAGES": "1", "MODEL": str(tiny_model_fp32),
+           "DATA_DIR": str(data_dir), "CKPT_DIR": str(tmp_path / "ck"), "passage_id": "1", "LOG_DIR": str(tmp_path / "logs"),
+           "SFT_DATASET_CLASS": "seal_squad.sft_dataset.RawTextSFTDataset", "SFT_LORA_RANK": "4", "SFT_EPOCHS": "2",
+           "SFT_LR": "1e-2", "SFT_BATCH_SIZE": "2", "SFT_MICRO_BATCH_SIZE": "1", "SFT_MAX_LENGTH": "128"}
+    done = subprocess.run(["bash", str(TRAIN / "sft.sh")], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    final = tmp_path / "ck" / "stage1" / "final"
+    assert final.resolve().name == "huggingface_merged"
+    base, merged = load_state(tiny_model_fp32), load_state(final)
+    assert merged.keys() == base.keys()
+    assert {t.dtype for t in merged.values()} == {torch.float32}   # the base's, not the merger's bfloat16
+    moved = {name for name in base if not torch.equal(base[name], merged[name])}
+    linear = {name for name in base if name.endswith("proj.weight")}
+    assert moved == linear, sorted(moved ^ linear)
+    assert not list((tmp_path / "ck" / "stage1").rglob("model_world_size_*.pt"))
+    assert not list((tmp_path / "ck" / "stage1").rglob("lora_adapter"))
 
 
 @pytest.mark.parametrize("sft, base, margin, passed", [(0.30, 0.20, 0.05, True), (0.24, 0.20, 0.05, False),

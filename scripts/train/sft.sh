@@ -23,8 +23,8 @@
 # instead of its MultiTurnSFTDataset (the SQuAD setting's raw text:
 # seal_squad.sft_dataset.RawTextSFTDataset). SFT_LORA_RANK > 0 trains a verl LoRA (all linear
 # layers, alpha SFT_LORA_ALPHA) instead of the full model; each stage's final model is then the
-# merge: verl's merger writes the base and the adapter from the FSDP shards, merge_lora.py adds
-# the adapter to the base (global_step_N/huggingface_merged, in the base's dtype).
+# merge: verl's merger writes the adapter from the FSDP shards, merge_lora.py adds it to the
+# stage's start model (global_step_N/huggingface_merged, in that model's dtype).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
@@ -71,17 +71,22 @@ if ((SFT_LORA_RANK > 0)); then
   save_contents='[model,optimizer,extra]' final_subdir=huggingface_merged
 fi
 
-# merge_lora_checkpoint RUN_DIR: the last checkpoint's base + LoRA as one HF model.
+# merge_lora_checkpoint RUN_DIR START_MODEL: the last checkpoint's LoRA added to the stage's start
+# model as one HF model. The adapter comes from verl's merger; the base is START_MODEL itself when
+# it is a local dir (LoRA leaves it untouched, and the merger writes bfloat16, which would round
+# every other weight), else the merger's copy of it.
 merge_lora_checkpoint() {
-  local step dir
+  local step dir base
   if [[ "$DRY_RUN" == 1 ]]; then
-    echo "DRY_RUN: $1's last checkpoint -> verl's merger (base + lora_adapter/) -> merge_lora.py -> huggingface_merged"
+    echo "DRY_RUN: $1's last checkpoint -> verl's merger (lora_adapter/) -> merge_lora.py onto $2 -> huggingface_merged"
     return
   fi
   step="$(latest_step "$1")"
   dir="$1/global_step_$step"
   [[ -e "$dir/huggingface_lora/config.json" ]] || bash "$ROOT/scripts/merge_fsdp_to_hf.sh" "$dir" "$dir/huggingface_lora"
-  [[ -e "$dir/huggingface_merged/config.json" ]] || run_cmd "$PYTHON" "$ROOT/merge_lora.py" --base_model "$dir/huggingface_lora" \
+  base="$dir/huggingface_lora"
+  [[ -e "$2/config.json" ]] && base="$2"
+  [[ -e "$dir/huggingface_merged/config.json" ]] || run_cmd "$PYTHON" "$ROOT/merge_lora.py" --base_model "$base" \
     --lora_adapter "$dir/huggingface_lora/lora_adapter" --output_dir "$dir/huggingface_merged"
 }
 if ((NNODES > 1)); then
@@ -165,7 +170,7 @@ for stage in $STAGES; do
     "${ATTN_SFT[@]}" "${CPU_SFT_OVERRIDES[@]}" "$@"
   if [[ "$NODE_RANK" == 0 ]]; then
     if ((SFT_LORA_RANK > 0)); then
-      merge_lora_checkpoint "$run_dir"
+      merge_lora_checkpoint "$run_dir" "$model"
       HF_EXPORT_DTYPE=fp32 record_final "$run_dir" "$final_subdir"   # merged already
     else
       record_final "$run_dir" "$final_subdir"
