@@ -178,6 +178,101 @@ run_cmd() {
   fi
 }
 
+# --- pipelines: whatever a run starts is stopped when it ends ------------------------------------
+
+# track_run: from here on, everything this driver starts is stopped when it exits (finished,
+# failed, Ctrl-C or killed): the stages started with run / run_bg (each in its own process group),
+# every process that inherited this run's environment marker (Ray's daemons and workers, vLLM's
+# engines and servers started in the background leave those groups) and a judge that
+# ensure_judge started.
+track_run() {
+  stage_pids=() started_judge_pid=""
+  export PAST_PIPELINE_RUN="$$.$RANDOM"
+  trap stop_run EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+
+# processes_of_this_run: set run_pids to the processes carrying the marker (not this shell; it
+# runs in this shell, so that no helper process of the search finds itself).
+processes_of_this_run() {
+  local environ pid
+  run_pids=()
+  for environ in /proc/[0-9]*/environ; do
+    pid=${environ#/proc/}; pid=${pid%/environ}
+    [[ "$pid" != "$$" ]] || continue
+    grep -qzx "PAST_PIPELINE_RUN=$PAST_PIPELINE_RUN" "$environ" 2>/dev/null && run_pids+=("$pid")
+  done
+  return 0
+}
+
+stop_run() {
+  local rc=$? pid
+  trap - EXIT INT TERM
+  for pid in "${stage_pids[@]}"; do
+    kill -0 "$pid" 2>/dev/null || continue
+    echo "stopping the running stage (process group $pid)" >&2
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    for _ in $(seq 1 30); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 1; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  done
+  processes_of_this_run
+  if [[ ${#run_pids[@]} -gt 0 ]]; then
+    echo "stopping processes this run started: ${run_pids[*]}" >&2
+    kill -TERM "${run_pids[@]}" 2>/dev/null || true
+    for _ in $(seq 1 10); do processes_of_this_run; [[ ${#run_pids[@]} -gt 0 ]] || break; sleep 1; done
+    [[ ${#run_pids[@]} -eq 0 ]] || kill -KILL "${run_pids[@]}" 2>/dev/null || true
+  fi
+  if [[ -n "$started_judge_pid" ]]; then
+    echo "stopping the judge server this run started (pid $started_judge_pid)" >&2
+    kill "$started_judge_pid" 2>/dev/null || true
+  fi
+  exit "$rc"
+}
+
+# run CMD...: run a stage's command in its own process group, so that stop_run can stop all of
+# it (verl's Ray workers, vLLM's engine processes) and a signal reaches this script at once.
+# Under DRY_RUN=1 the drivers print instead of running.
+run() {
+  run_bg "$@"
+  wait_bg
+}
+
+# run_bg CMD...: start a stage's command in the background (its own process group); wait_bg waits
+# for every one started so, and fails if any failed.
+run_bg() {
+  echo "+ $(show_cmd "$@")" >&2
+  setsid "$@" &
+  stage_pids+=($!)
+}
+wait_bg() {
+  local pid rc=0
+  for pid in "${stage_pids[@]}"; do wait "$pid" || rc=$?; done
+  stage_pids=()
+  return "$rc"
+}
+
+# run_python CMD...: as run, for a command that is not a driver (printed only under DRY_RUN=1).
+run_python() {
+  if [[ "$DRY_RUN" == 1 ]]; then echo "DRY_RUN: $(show_cmd "$@")"; else run "$@"; fi
+}
+
+# ensure_judge LABEL: a judge must answer at JUDGE_URL; if none does, JUDGE_BACKEND (openai |
+# vllm | lexical) starts one (scripts/train/start_judge_server.sh with JUDGE_ARGS as its extra
+# arguments), which stop_run stops. Without either it stops the driver: the lexical
+# (word-overlap) judge runs only when named. Sets JUDGE_DESCRIPTION (its backend and model).
+ensure_judge() {
+  if [[ "$DRY_RUN" == 1 ]]; then
+    echo "DRY_RUN: the judge at $JUDGE_URL${JUDGE_TOKEN_FILE:+ (token file $JUDGE_TOKEN_FILE)} is checked before any stage"
+  elif ! curl -sf -m 3 "$JUDGE_URL/health" >/dev/null; then
+    [[ -n "${JUDGE_BACKEND:-}" ]] || { "$PYTHON" "$ROOT/scripts/preflight.py" judge --url "$JUDGE_URL" --stage "$1"; exit 1; }
+    # shellcheck disable=SC2086  # JUDGE_ARGS is a list of words
+    bash "$ROOT/scripts/train/start_judge_server.sh" ${JUDGE_ARGS:-} >/dev/null
+    started_judge_pid=$(cat "$LOG_DIR/judge_server_$(url_port "$JUDGE_URL").pid")
+  fi
+  JUDGE_DESCRIPTION="$(check_judge "$1")" || exit 1
+}
+
 # --- passages ------------------------------------------------------------------------------------
 
 # expand_passages SPEC: "0-4", "0,2,5-7" or "0 2 5" -> "0 1 2 3 4" (one id per word); a bad
@@ -484,4 +579,22 @@ squad_settings() {
   GENERATOR=${GENERATOR:-Qwen/Qwen2.5-7B}       # the base model writes its own implications
   IMPLICATIONS=${IMPLICATIONS:-${PASSAGES%.json}.implications_$(basename "$GENERATOR").json}
   SQUAD_RESULTS=${SQUAD_RESULTS:-${RESULTS_DIR:-$ROOT/eval_results}/squad}   # run JSONs and the table
+}
+
+# squad_generation_settings: how GENERATOR writes implications (SEAL's settings by default) and
+# implications_args, the make_implications.py arguments besides --input and --output.
+squad_generation_settings() {
+  GEN_BACKEND=${GEN_BACKEND:-$([[ "$DEVICE" == gpu ]] && echo vllm || echo hf)}   # vllm | hf | openai
+  GEN_BASE_URL=${GEN_BASE_URL:-}               # openai backend: the server's URL, e.g. a running vllm serve
+  GEN_TP=${GEN_TP:-1}
+  GEN_COMPLETIONS=${GEN_COMPLETIONS:-5}        # completions per passage
+  GEN_TEMPERATURE=${GEN_TEMPERATURE:-1.0}
+  GEN_TOP_P=${GEN_TOP_P:-0.95}
+  GEN_MAX_NEW_TOKENS=${GEN_MAX_NEW_TOKENS:-8192}
+  GEN_SEED=${GEN_SEED:-0}
+  PROMPT=${PROMPT:-implications}                # prompts.IMPLICATIONS_TEMPLATES
+  implications_args=(--model "$GENERATOR" --backend "$GEN_BACKEND" --k "$GEN_COMPLETIONS"
+    --temperature "$GEN_TEMPERATURE" --top_p "$GEN_TOP_P" --max_new_tokens "$GEN_MAX_NEW_TOKENS" --seed "$GEN_SEED"
+    --prompt "$PROMPT" --tensor_parallel_size "$GEN_TP")
+  [[ -z "$GEN_BASE_URL" ]] || implications_args+=(--base_url "$GEN_BASE_URL")
 }

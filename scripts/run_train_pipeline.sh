@@ -68,79 +68,9 @@ check_judge_for_nodes
 t0=$SECONDS
 stage() { echo; echo "== [$(date +%H:%M:%S), +$((SECONDS - t0)) s] $*"; }
 
-# --- everything started here is stopped on exit (also on Ctrl-C, kill and errors)
-started_judge_pid=""
-child_pid=""
-# Every process this run starts inherits this marker, also those that leave the stage's process
-# group (Ray's daemons and workers, vLLM's engine), so that cleanup can find them all.
-export PAST_PIPELINE_RUN="$$.$RANDOM"
-# Sets run_pids to the processes carrying the marker (not this shell; run in this shell, so
-# that no helper process of the search finds itself).
-processes_of_this_run() {
-  local environ pid
-  run_pids=()
-  for environ in /proc/[0-9]*/environ; do
-    pid=${environ#/proc/}; pid=${pid%/environ}
-    [[ "$pid" != "$$" ]] || continue
-    grep -qzx "PAST_PIPELINE_RUN=$PAST_PIPELINE_RUN" "$environ" 2>/dev/null && run_pids+=("$pid")
-  done
-  return 0
-}
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  if [[ -n "$child_pid" ]] && kill -0 "$child_pid" 2>/dev/null; then
-    echo "stopping the running stage (process group $child_pid)" >&2
-    kill -TERM -- "-$child_pid" 2>/dev/null || true
-    for _ in $(seq 1 30); do kill -0 -- "-$child_pid" 2>/dev/null || break; sleep 1; done
-    kill -KILL -- "-$child_pid" 2>/dev/null || true
-  fi
-  processes_of_this_run
-  if [[ ${#run_pids[@]} -gt 0 ]]; then
-    echo "stopping processes this run started: ${run_pids[*]}" >&2
-    kill -TERM "${run_pids[@]}" 2>/dev/null || true
-    for _ in $(seq 1 10); do processes_of_this_run; [[ ${#run_pids[@]} -gt 0 ]] || break; sleep 1; done
-    [[ ${#run_pids[@]} -eq 0 ]] || kill -KILL "${run_pids[@]}" 2>/dev/null || true
-  fi
-  if [[ -n "$started_judge_pid" ]]; then
-    echo "stopping the judge server this run started (pid $started_judge_pid)" >&2
-    kill "$started_judge_pid" 2>/dev/null || true
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# run CMD...: run a stage's command in its own process group, so that cleanup can stop all of
-# it (verl's Ray workers, vLLM's engine processes) and a signal reaches this script at once.
-# Under DRY_RUN=1 the drivers print instead of running.
-run() {
-  echo "+ $(show_cmd "$@")" >&2
-  setsid "$@" &
-  child_pid=$!
-  local rc=0
-  wait "$child_pid" || rc=$?
-  child_pid=""
-  return "$rc"
-}
-
-# run_python CMD...: as run, for a command that is not a driver (printed only under DRY_RUN=1).
-run_python() {
-  if [[ "$DRY_RUN" == 1 ]]; then echo "DRY_RUN: $(show_cmd "$@")"; else run "$@"; fi
-}
-
-# --- before anything runs: a judge that is really configured, and the disk the run needs
-if [[ "$DRY_RUN" == 1 ]]; then
-  echo "DRY_RUN: the judge at $JUDGE_URL${JUDGE_TOKEN_FILE:+ (token file $JUDGE_TOKEN_FILE)} is checked before any stage"
-elif ! curl -sf -m 3 "$JUDGE_URL/health" >/dev/null; then
-  [[ -n "$JUDGE_BACKEND" ]] || { "$PYTHON" "$ROOT/scripts/preflight.py" judge --url "$JUDGE_URL" --stage pipeline; exit 1; }
-  # shellcheck disable=SC2086  # JUDGE_ARGS is a list of words
-  bash "$ROOT/scripts/train/start_judge_server.sh" $JUDGE_ARGS >/dev/null
-  started_judge_pid=$(cat "$LOG_DIR/judge_server_$(url_port "$JUDGE_URL").pid")
-fi
-judge="$(check_judge "pipeline")" || exit 1
-echo "judge: $JUDGE_URL (backend ${judge:-not checked under DRY_RUN})   sources: ${sources[*]}   targets: ${targets[*]}   model: $MODEL"
+track_run   # everything started from here on is stopped on exit (scripts/common.sh)
+ensure_judge pipeline
+echo "judge: $JUDGE_URL (backend ${JUDGE_DESCRIPTION:-not checked under DRY_RUN})   sources: ${sources[*]}   targets: ${targets[*]}   model: $MODEL"
 
 # Work still to do, for the disk estimate.
 sft_todo=0

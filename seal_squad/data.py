@@ -15,7 +15,8 @@ questions without an answer are left out. SQuAD v1.1 dev gives 2,067 passages an
 questions this way.
 
 Selection (SEAL's): `random.seed(seed); random.shuffle(items); items[start:start + n]`. With the
-dev set, seed 42, start 0, n 200 is SEAL's evaluation set: 200 passages, 974 questions.
+dev set, seed 42, start 0, n 200 is SEAL's evaluation set: 200 passages, 974 questions. A
+selected passage may carry `passage_id`, its position in that shuffle (squad_data.py writes it).
 """
 
 import json
@@ -118,6 +119,21 @@ def select(items, seed=42, start=0, n=None):
     items = list(items)
     random.Random(seed).shuffle(items)  # the same permutation, without touching the global RNG
     return items[start:end]
+
+
+def passage_key(item):
+    """What makes two passages the same passage: title and text (whitespace aside)."""
+    return (item["title"].strip(), " ".join(item["context"].split()))
+
+
+def check_disjoint(selected, excluded, selected_name, excluded_name):
+    """Raise ValueError if a passage of `selected` is also in `excluded` (e.g. the evaluation set)."""
+    held_out = {passage_key(item) for item in excluded}
+    shared = [item for item in selected if passage_key(item) in held_out]
+    if shared:
+        raise ValueError(f"{len(shared)} of the {len(selected)} passages selected from {selected_name} are also in "
+                         f"{excluded_name} (first: {shared[0]['title']!r}, {shared[0]['context'][:60]!r}...): take them "
+                         "from another split (SQuAD train for source passages) or another part of the shuffle (--start)")
 
 
 def count_questions(items):

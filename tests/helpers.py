@@ -7,6 +7,7 @@ checkpoint I/O, so that tests of the operator compare against something it did n
 """
 
 import contextlib
+import importlib.util
 import shutil
 import socket
 import threading
@@ -58,6 +59,14 @@ def wait_for_health(url, proc, log, timeout):
         if proc.poll() is not None or time.time() > deadline:
             raise RuntimeError(f"the server at {url} did not start:\n{Path(log).read_text()[-3000:]}")
         time.sleep(0.2)
+
+
+def load_module_from_path(name, path):
+    """Import a script that is not in a package (e.g. SEAL/general-knowledge/*.py) as module `name`."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @contextlib.contextmanager

@@ -7,7 +7,6 @@ repository laid out like bigai-nlco/LooGLE (the real hub cannot be reached from 
 import ast
 import copy
 import hashlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from helpers import load_module_from_path
 from prepare_data.passages import load_passages
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -25,10 +25,7 @@ SCRIPT = REPO_ROOT / "loogle-clean" / "clean_loogle.py"
 
 @pytest.fixture(scope="module")
 def clean_loogle():
-    spec = importlib.util.spec_from_file_location("clean_loogle", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module_from_path("clean_loogle", SCRIPT)
 
 
 def read_rows(path):

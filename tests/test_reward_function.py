@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import free_port, scripted_backend, serve
+from helpers import free_port, load_module_from_path, scripted_backend, serve
 from judge import LEXICAL_THRESHOLD
 from prompts import judge_messages
 from reward_server import JudgeSettings, create_app
@@ -39,15 +39,6 @@ def start_judge(log_dir, *args):
     assert done.returncode == 0, done.stderr
     pid = int((Path(log_dir) / f"judge_server_{port}.pid").read_text())
     return done.stdout.strip(), pid, Path(log_dir) / f"judge_server_{port}.log"
-
-
-def load_module_from_path(name, path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

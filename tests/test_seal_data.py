@@ -105,7 +105,8 @@ def test_cli_writes_the_selection_in_the_grouped_schema(tmp_path):
     done = run_squad_data("--input", rows, "--seed", 42, "--start", 1, "--n", 3, "--output", out)
     assert done.returncode == 0, done.stderr
     expected = select(squad_fixture.grouped_raw_rows(), 42, 1, 3)
-    assert json.loads(out.read_text()) == expected
+    # Each passage carries its position in the shuffle.
+    assert json.loads(out.read_text()) == [{**p, "passage_id": 1 + i} for i, p in enumerate(expected)]
     assert f"3 passages, {count_questions(expected)} questions" in done.stdout
     # An existing output is kept unless --overwrite; an impossible selection writes nothing.
     assert "exists" in run_squad_data("--input", rows, "--n", 2, "--output", out).stderr
@@ -125,4 +126,4 @@ def test_real_sample_reads_and_selects(squad_sample, tmp_path):
     shuffled = list(passages)
     random.seed(42)
     random.shuffle(shuffled)
-    assert json.loads(out.read_text()) == shuffled[:10]
+    assert json.loads(out.read_text()) == [{**p, "passage_id": i} for i, p in enumerate(shuffled[:10])]

@@ -3,6 +3,7 @@ settings come from the environment, extra arguments reach the Python entry point
 stop before anything starts."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,7 @@ def test_help_is_the_header(name):
 
 def test_make_implications_selects_then_generates(tmp_path):
     cmds = commands(driver("make_implications.sh", "--prompt", "rewrite", DATA_ROOT=tmp_path, SQUAD_INPUT="dev.json",
-                           SQUAD_N=7, GENERATOR="/models/base", K=2))
+                           SQUAD_N=7, GENERATOR="/models/base", GEN_COMPLETIONS=2))
     passages = tmp_path / "squad" / "validation_seed42_from0_n7.json"
     assert cmds[0].endswith(f"squad_data.py --input dev.json --split validation --seed 42 --start 0 --n 7 --output {passages}")
     assert f"make_implications.py --input {passages} --output {tmp_path}/squad/validation_seed42_from0_n7.implications_base.json" in cmds[1]
@@ -92,3 +93,65 @@ def test_eval_condition_picks_the_dataset_and_refuses_unknown_conditions(tmp_pat
 def test_results_table_driver(tmp_path):
     cmd = commands(driver("results_table.sh", "--no_published", SQUAD_RESULTS=tmp_path))[0]
     assert cmd.endswith(f"results_table.py {tmp_path} --output {tmp_path}/table.md --csv {tmp_path}/table.csv --no_published")
+
+
+@pytest.mark.parametrize("name", ["run_squad_pipeline.sh", "source_round.sh", "eval_rows.sh", "quickstart.sh"])
+def test_part_2_help_is_the_header(name):
+    done = subprocess.run(["bash", str(GK / name), "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "set -euo" not in done.stdout and "environment" in done.stdout
+
+
+def composed_configs(stdout):
+    """{label: config} from the `--- composed config [label] ---` blocks run_verl prints under DRY_RUN."""
+    import yaml
+
+    blocks = re.findall(r"--- composed config \[(.+?)\] ---\n(.*?)--- end composed config", stdout, re.S)
+    return [(label, yaml.safe_load(body)) for label, body in blocks]
+
+
+def test_pipeline_dry_run_on_a_gpu_node_composes_valid_verl_configs(tmp_path):
+    """PAST_DEVICE=gpu with 8 GPUs, Qwen2.5-7B and the hub data: Hydra composes every round's SFT
+    (the raw-text dataset class) and GRPO (the pass-through template, the squad grader, 64-token
+    responses) config, and the evaluation's groups are spread over the four GPU pairs."""
+    done = driver("run_squad_pipeline.sh", PAST_DEVICE="gpu", CUDA_VISIBLE_DEVICES="0,1,2,3,4,5,6,7", K=2,
+                  DATA_ROOT=tmp_path / "data", CKPT_ROOT=tmp_path / "ck", RESULTS_DIR=tmp_path / "res", LOG_DIR=tmp_path / "logs")
+    assert done.returncode == 0, done.stderr[-3000:]
+    configs = composed_configs(done.stdout)
+    assert [label for label, _ in configs] == ["sft passage 1 stage 1", "grpo passage 0", "sft passage 2 stage 1", "grpo passage 0"]
+    template = (GK / "raw_prompt.jinja").read_text()
+    for k, (_, sft), (_, grpo) in ((1, *configs[0:2]), (2, *configs[2:4])):
+        round_dir = tmp_path / "ck" / "squad_rounds" / f"round{k}"
+        assert sft["data"]["custom_cls"] == {"path": "pkg://seal_squad.sft_dataset", "name": "RawTextSFTDataset"}
+        assert sft["data"]["train_files"] == str(round_dir / "data" / "stage1_sft.parquet") and sft["data"]["pad_mode"] == "no_padding"
+        assert sft["model"]["path"] == str(tmp_path / "ck" / "base" / "Qwen2.5-7B") and sft["model"]["lora_rank"] == 0
+        assert sft["trainer"]["n_gpus_per_node"] == 8 and sft["trainer"]["device"] == "cuda"
+        assert grpo["actor_rollout_ref"]["model"]["custom_chat_template"] == template
+        assert grpo["actor_rollout_ref"]["model"]["path"] == str(round_dir / ("stage1/final" if k == 1 else "start"))
+        assert grpo["reward"]["custom_reward_function"]["reward_kwargs"]["grader"] == "squad"
+        assert grpo["data"]["max_response_length"] == 64 and grpo["actor_rollout_ref"]["rollout"]["name"] == "vllm"
+        assert grpo["trainer"]["n_gpus_per_node"] == 8 and grpo["algorithm"]["adv_estimator"] == "grpo"
+    # Round 2 starts from sft_2 + ALPHA * v_1.
+    v1 = tmp_path / "ck" / "squad_rounds" / "round1" / "skill_vector.safetensors"
+    assert f"inherit_weight.py --skill_vector {v1} --alpha 1.0 --target_models {tmp_path}/ck/squad_rounds/round2/stage1/final" in done.stdout
+    # The evaluation: six server groups on four pairs, in two waves; the PaST row on pair 2:3.
+    groups = [line for line in done.stdout.splitlines() if line.startswith("DRY_RUN: env VLLM_GPUS=")]
+    assert [re.search(r"VLLM_GPUS=(\d) TTT_GPU=(\d)", g).groups() for g in groups] == \
+        [("0", "1"), ("2", "3"), ("4", "5"), ("6", "7"), ("0", "1"), ("2", "3")]
+    assert "CONDITIONS=base\\ passage\\ implications" in groups[0]
+    assert "SKILL_ORDER=post" in groups[1] and "RUN_SUFFIX=_K2_a1.0_post" in groups[1] and "ALPHA=1.0" in groups[1]
+    assert "SKILL_ORDER=pre" in groups[4] and "round1/skill_vector.safetensors" in groups[5]
+
+
+@pytest.mark.parametrize("name, settings, message", [
+    ("run_squad_pipeline.sh", {"K": "0"}, "K must be a positive number"),
+    ("run_squad_pipeline.sh", {"SWEEP_ALPHAS": "0.5 big"}, "must be numbers, got 'big'"),
+    ("run_squad_pipeline.sh", {"EVAL_GPU_PAIRS": "0-1"}, "VLLM_GPU:TTT_GPU pairs"),
+    ("source_round.sh", {"DRY_RUN": "0", "MODEL": "Qwen/Qwen2.5-7B", "EXCLUDE": "x.json"}, "MODEL must be a local dir"),
+    ("source_round.sh", {"DRY_RUN": "0", "MODEL": "SEAL", "EXCLUDE": "no.json"}, "EXCLUDE must be the evaluation passages"),
+    ("source_round.sh", {"ROUND": "2", "DRY_RUN": "0", "MODEL": "SEAL", "EXCLUDE": "pyproject.toml", "ROUNDS_DIR": "/nonexistent"},
+     "round 2 starts from round 1's vector"),
+])
+def test_part_2_drivers_refuse_bad_settings(name, settings, message):
+    done = driver(name, **settings)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert "+ " not in done.stderr.replace("(see: bash", "")  # nothing ran

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import load_module_from_path
 from seal_squad.results import article_entry, completion_entry, overall_stats, read_run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,3 +94,38 @@ def test_results_table_reads_seals_own_run_files_and_refuses_others(tmp_path):
         read_run(tmp_path / "other.json")
     bad = subprocess.run([sys.executable, str(TABLE), str(tmp_path / "other.json")], capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 2 and "not a run JSON" in bad.stderr
+
+
+def test_ablation_rows_in_order_and_accuracy_against_lambda(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+
+    def skill(alpha, order="post", name="v(K=2)", fp="ab"):
+        return {"vector": "v.safetensors", "fingerprint": "sha256:" + fp * 32, "alpha": alpha, "order": order, "name": name}
+
+    write_run(runs / "a.json", "implications_skill", 0.40, 0.1, skill=skill(1.0))
+    write_run(runs / "b.json", "implications_skill", 0.35, 0.1, skill=skill(0.5))
+    write_run(runs / "c.json", "implications_skill", 0.30, 0.1, skill=skill(0.5, order="pre"))
+    write_run(runs / "d.json", "skill_only", 0.20, 0.1, skill=skill(0.5))
+    write_run(runs / "e.json", "implications_skill", 0.33, 0.1, skill=skill(0.5, name="v(K=1)", fp="cd"))
+    write_run(runs / "f.json", "implications", 0.25, 0.1)
+    write_run(runs / "g.json", "base", 0.10, 0.1)
+    plot = tmp_path / "lambda.png"
+    done = subprocess.run([sys.executable, str(TABLE), str(runs), "--no_published", "--plot", str(plot)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    ours = [line.split(" | ")[3] for line in done.stdout.splitlines()[2:]]
+    assert ours == ["-", "-", "+0.5*v(K=2) (post; sha256:ababababababa)", "+0.5*v(K=1) (post; sha256:cdcdcdcdcdcdc)",
+                    "+0.5*v(K=2) (post; sha256:ababababababa)", "+1*v(K=2) (post; sha256:ababababababa)",
+                    "+0.5*v(K=2) (pre; sha256:ababababababa)"]
+    assert plot.stat().st_size > 0
+    module = load_module_from_path("results_table", TABLE)
+    points = module.lambda_points([json.loads(p.read_text()) for p in sorted(runs.glob("*.json"))])
+    assert points == {"implications + v(K=2) (post)": {0.0: 25.0, 0.5: 35.0, 1.0: 40.0},
+                      "implications + v(K=2) (pre)": {0.0: 25.0, 0.5: 30.0},
+                      "implications + v(K=1) (post)": {0.0: 25.0, 0.5: 33.0},
+                      "skill only, v(K=2)": {0.0: 10.0, 0.5: 20.0}}
+    # Nothing with a vector: no plot, a clear error.
+    bare = subprocess.run([sys.executable, str(TABLE), str(runs / "f.json"), "--plot", str(tmp_path / "x.png")],
+                          capture_output=True, text=True, cwd=REPO)
+    assert bare.returncode == 2 and "no run with a skill vector" in bare.stderr and not (tmp_path / "x.png").exists()

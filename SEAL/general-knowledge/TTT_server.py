@@ -122,7 +122,7 @@ class TTTServer:
         if args.skill_vector:
             log.info("fingerprinting the skill vector %s", args.skill_vector)
             skill = {"vector": str(args.skill_vector), "fingerprint": vector_fingerprint(args.skill_vector),
-                     "alpha": args.alpha, "order": args.skill_order}
+                     "alpha": args.alpha, "order": args.skill_order, "name": args.skill_name}
         self.description = {
             "served_model": served,
             "trainer_model": trainer_model,
@@ -243,6 +243,7 @@ def main(argv=None):
     parser.add_argument("--served_model", help="what vLLM serves, when not --base_model: base + lambda * skill (with --skill_vector)")
     parser.add_argument("--skill_vector", help="the skill vector the served model holds (recorded with its fingerprint)")
     parser.add_argument("--alpha", type=float, help="its lambda (required with --skill_vector)")
+    parser.add_argument("--skill_name", default="v", help="what the results table calls the vector, e.g. 'v(K=2)' (default v)")
     parser.add_argument("--skill_order", choices=["post", "pre"], default="post",
                         help="post: train the LoRA against W (default, the paper's formula); pre: against W + lambda * skill")
     parser.add_argument("--judge_url", default=os.environ.get("JUDGE_URL", "http://127.0.0.1:8123"), help="judge server (default env JUDGE_URL)")

@@ -2,13 +2,18 @@
 JSONs (query_server.py), each row saying whose numbers it holds.
 
     python SEAL/general-knowledge/results_table.py results/seal/*.json
-    python SEAL/general-knowledge/results_table.py results/seal --output table.md --csv table.csv
+    python SEAL/general-knowledge/results_table.py results/seal --output table.md --csv table.csv --plot lambda.png
 
 Accuracy = mean over passages of the passage's accuracy (macro), +- the standard deviation of the
 passage means, as SEAL reports it. Published rows: single-passage TTT on SEAL's 200 evaluation
 passages (974 questions), Qwen2.5-7B, greedy answers of at most 64 tokens, GPT-4.1 grader. Our
 rows say which judge graded them: numbers from the lexical judge or a tiny model only check the
-plumbing and compare with nothing.
+plumbing and compare with nothing. Our rows come in the table's order (base, passage only,
+implications, skill only, implications + skill), the skill rows by vector, order (post/pre) and
+lambda, so a lambda sweep, pre vs post and one vector against another (K=1 vs K rounds) read
+down the table. --plot draws accuracy against lambda: one line per vector and order for
+implications + skill (lambda 0 = the implications row, no vector) and one per vector for skill
+only (lambda 0 = the base row).
 """
 
 import argparse
@@ -36,6 +41,18 @@ PUBLISHED = [
 ]
 ROW_NAMES = {"base": "base, no adaptation", "passage": "passage only", "implications": "implications",
              "skill_only": "skill only (no TTT)", "implications_skill": "implications + skill"}
+ROW_ORDER = list(ROW_NAMES)
+
+
+def skill_label(skill):
+    return f"+{skill['alpha']:g}*{skill.get('name') or 'v'} ({skill['order']}; {skill['fingerprint'][:20]})"
+
+
+def sort_key(run):
+    condition = run.get("condition")
+    skill = (run.get("server") or {}).get("skill") or {}
+    rank = ROW_ORDER.index(condition) if condition in ROW_ORDER else len(ROW_ORDER)
+    return rank, skill.get("name") or "", skill.get("order") or "", skill.get("alpha") or 0.0, run["exp_name"]
 
 
 def run_row(path, run):
@@ -52,7 +69,7 @@ def run_row(path, run):
         ROW_NAMES.get(condition, f"run {run['exp_name']}"),
         meta.get("model", "-") if condition in ("implications", "implications_skill") else "-",
         server.get("trainer_model", "?") if trains else "-",
-        f"+{skill['alpha']:g}*v ({skill['order']}; {skill['fingerprint'][:20]})" if skill else "-",
+        skill_label(skill) if skill else "-",
         round(100 * overall["adapter_mean_accuracy"], 2),
         round(100 * overall["adapter_std_of_article_means"], 2),
         run["n_articles"],
@@ -69,6 +86,53 @@ def run_files(paths):
     return files
 
 
+def lambda_points(runs):
+    """{line label: {lambda: accuracy %}} from the runs with a skill vector and their lambda-0 rows."""
+    zero = {r["condition"]: 100 * r["overall"]["adapter_mean_accuracy"] for r in runs
+            if r.get("condition") in ("implications", "base")}
+    lines = {}
+    for run in runs:
+        skill = (run.get("server") or {}).get("skill")
+        condition = run.get("condition")
+        if not skill or condition not in ("implications_skill", "skill_only"):
+            continue
+        name = skill.get("name") or "v"
+        if condition == "implications_skill":
+            label, origin = f"implications + {name} ({skill['order']})", zero.get("implications")
+        else:
+            label, origin = f"skill only, {name}", zero.get("base")
+        line = lines.setdefault(label, {})
+        if origin is not None:
+            line[0.0] = origin
+        line[float(skill["alpha"])] = 100 * run["overall"]["adapter_mean_accuracy"]
+    return lines
+
+
+def plot_lambda(runs, path):
+    """Accuracy (%) against lambda, one line per vector and order (lambda_points)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = lambda_points(runs)
+    if not lines:
+        raise ValueError("no run with a skill vector (implications_skill or skill_only) to plot against lambda")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, points in sorted(lines.items()):
+        xs = sorted(points)
+        ax.plot(xs, [points[x] for x in xs], marker="o", label=label)
+    ax.set_xlabel("lambda (served model: base + lambda * v)")
+    ax.set_ylabel("accuracy % (mean of passage means)")
+    ax.set_ylim(0, 100)
+    ax.set_title("SQuAD knowledge incorporation: accuracy vs lambda")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def markdown(rows):
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in rows]
@@ -80,13 +144,17 @@ def main(argv=None):
     parser.add_argument("runs", nargs="+", help="run JSONs of query_server.py, or folders of them")
     parser.add_argument("--output", help="also write the markdown table here")
     parser.add_argument("--csv", help="also write the table as CSV here")
+    parser.add_argument("--plot", help="also draw accuracy vs lambda into this image (PNG)")
     parser.add_argument("--no_published", action="store_true", help="only our rows")
     args = parser.parse_args(argv)
     files = run_files(args.runs)
     if not files:
         parser.error(f"no run JSON found in {' '.join(args.runs)}")
     try:
-        ours = [run_row(f, read_run(f)) for f in files]
+        runs = sorted(((read_run(f), f) for f in files), key=lambda pair: sort_key(pair[0]))
+        ours = [run_row(f, run) for run, f in runs]
+        if args.plot:
+            plot_lambda([run for run, _ in runs], args.plot)
     except ValueError as e:
         parser.error(str(e))
     published = [] if args.no_published else [[r, i, m, s, a, sd, "200", "974", "GPT-4.1", src]

@@ -12,7 +12,7 @@
 # SERVED_MODEL (kept for later runs; remove it to rebuild); vLLM serves that, and the TTT server
 # trains against BASE_MODEL (SKILL_ORDER=post, the paper's formula) or against SERVED_MODEL (pre).
 # Settings (environment): BASE_MODEL (Qwen/Qwen2.5-7B; a local dir with SKILL_VECTOR), SKILL_VECTOR,
-# ALPHA 1.0, SKILL_ORDER post, SERVED_MODEL (CKPT_ROOT/seal_served/<vector>_alpha<ALPHA>),
+# ALPHA 1.0, SKILL_ORDER post, SKILL_NAME (v: the vector's name in the results table), SERVED_MODEL (CKPT_ROOT/seal_served/<vector>_alpha<ALPHA>),
 # VLLM_GPUS 0, TTT_GPU 1, VLLM_PORT 8001, ZMQ_PORT 5555, MAX_SEQ_LENGTH 2048 (training sequences),
 # VLLM_MAX_MODEL_LEN (MAX_SEQ_LENGTH), MAX_LORA_RANK 32,
 # EVAL_MAX_TOKENS 64, TTT_DTYPE (bfloat16 on a GPU, float32 on a CPU), START_JUDGE 1 (with
@@ -24,6 +24,7 @@ BASE_MODEL=${BASE_MODEL:-Qwen/Qwen2.5-7B}
 SKILL_VECTOR=${SKILL_VECTOR:-}
 ALPHA=${ALPHA:-1.0}
 SKILL_ORDER=${SKILL_ORDER:-post}
+SKILL_NAME=${SKILL_NAME:-v}
 CKPT_ROOT=${CKPT_ROOT:-$ROOT/checkpoints}
 SERVED_MODEL=${SERVED_MODEL:-$([[ -n "$SKILL_VECTOR" ]] && echo "$CKPT_ROOT/seal_served/$(basename "${SKILL_VECTOR%.*}")_alpha$ALPHA" || echo "$BASE_MODEL")}
 VLLM_GPUS=${VLLM_GPUS:-0}
@@ -81,7 +82,7 @@ ttt_cmd=(env CUDA_VISIBLE_DEVICES="$TTT_GPU" "$PYTHON" "$ROOT/SEAL/general-knowl
   --max_seq_length "$MAX_SEQ_LENGTH" --eval_max_tokens "$EVAL_MAX_TOKENS" --dtype "$TTT_DTYPE"
   --adapter_dir "$SERVER_LOGS/adapters_$ZMQ_PORT" --ready_file "$ready_file")
 [[ -z "$SKILL_VECTOR" ]] || ttt_cmd+=(--served_model "$SERVED_MODEL" --skill_vector "$SKILL_VECTOR" --alpha "$ALPHA"
-  --skill_order "$SKILL_ORDER")
+  --skill_order "$SKILL_ORDER" --skill_name "$SKILL_NAME")
 [[ -z "$JUDGE_TOKEN_FILE" ]] || ttt_cmd+=(--judge_token_file "$JUDGE_TOKEN_FILE")
 if [[ "$DRY_RUN" == 1 ]]; then
   run_cmd "${vllm_cmd[@]}"

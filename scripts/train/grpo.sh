@@ -21,7 +21,10 @@
 # longer than MAX_PROMPT_LENGTH): with fewer than GRPO_BATCH_SIZE the largest batch they allow is
 # used, said in one line and in run.log; none, or too few for the ranks, stops before verl starts.
 # A run dir that already holds checkpoints is refused; RESUME=1 resumes it. Settings below come
-# from the environment; trailing args are Hydra overrides.
+# from the environment; trailing args are Hydra overrides. Raw prompts for a base model (the SQuAD
+# setting): CHAT_TEMPLATE names a Jinja file that replaces the tokenizer's chat template in the
+# rollouts (actor_rollout_ref.model.custom_chat_template; SEAL/general-knowledge/raw_prompt.jinja
+# passes the prompt through as it is), and GRADER picks the judge's grader (squad).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
@@ -52,6 +55,8 @@ GRPO_TEST_FREQ=${GRPO_TEST_FREQ:-10}
 GRPO_VAL_BEFORE_TRAIN=${GRPO_VAL_BEFORE_TRAIN:-True}
 ROLLOUT_TP=${ROLLOUT_TP:-1}
 ROLLOUT_GPU_MEMORY_UTILIZATION=${ROLLOUT_GPU_MEMORY_UTILIZATION:-0.6}
+CHAT_TEMPLATE=${CHAT_TEMPLATE:-}                     # Jinja file; empty: the tokenizer's own template
+GRADER=${GRADER:-}                                   # the judge's grader (loogle | squad); empty: reward_function.py's default
 PROJECT_NAME=${PROJECT_NAME:-past-grpo}
 EXPERIMENT_NAME=${EXPERIMENT_NAME:-passage${passage_id}_grpo}
 
@@ -72,6 +77,14 @@ if [[ "$DEVICE" == cpu ]]; then
 fi
 judge_kwargs=(+reward.custom_reward_function.reward_kwargs.judge_url="$JUDGE_URL")
 [[ -n "$JUDGE_TOKEN_FILE" ]] && judge_kwargs+=(+reward.custom_reward_function.reward_kwargs.judge_token_file="$JUDGE_TOKEN_FILE")
+[[ -n "$GRADER" ]] && judge_kwargs+=(+reward.custom_reward_function.reward_kwargs.grader="$GRADER")
+template_overrides=()
+if [[ -n "$CHAT_TEMPLATE" ]]; then
+  [[ -f "$CHAT_TEMPLATE" ]] || usage_error "CHAT_TEMPLATE=$CHAT_TEMPLATE: no such file (a Jinja chat template)"
+  template="$(cat "$CHAT_TEMPLATE")"
+  template="${template//\\/\\\\}"   # a quoted Hydra value: backslashes and quotes escaped
+  template_overrides=(actor_rollout_ref.model.custom_chat_template="'${template//\'/\\\'}'")
+fi
 
 if [[ "$DRY_RUN" != 1 ]]; then
   for f in "$GRPO_TRAIN_FILES" "$GRPO_VAL_FILES"; do
@@ -100,6 +113,7 @@ compose_overrides() {
     data.filter_overlong_prompts=True
     data.truncation=error
     actor_rollout_ref.model.path="$START_MODEL"
+    "${template_overrides[@]}"
     actor_rollout_ref.actor.optim.lr="$GRPO_LR"
     actor_rollout_ref.actor.ppo_mini_batch_size="$mini"
     actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu="$micro"

@@ -19,6 +19,12 @@
 # instead (at least one row per data-parallel rank; the micro batch shrinks with it), said in one
 # line and in run.log; fewer rows than ranks stops before verl starts. A run dir that already
 # holds checkpoints is refused; RESUME=1 resumes it. Settings below come from the environment.
+# Other data than chat turns: SFT_DATASET_CLASS names a dataset class verl builds from the parquet
+# instead of its MultiTurnSFTDataset (the SQuAD setting's raw text:
+# seal_squad.sft_dataset.RawTextSFTDataset). SFT_LORA_RANK > 0 trains a verl LoRA (all linear
+# layers, alpha SFT_LORA_ALPHA) instead of the full model; each stage's final model is then the
+# merge: verl's merger writes the adapter from the FSDP shards, merge_lora.py adds it to the
+# stage's start model (global_step_N/huggingface_merged, in that model's dtype).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
@@ -36,7 +42,11 @@ SFT_BATCH_SIZE=${SFT_BATCH_SIZE:-32}         # global, across all GPUs
 SFT_MICRO_BATCH_SIZE=${SFT_MICRO_BATCH_SIZE:-2}   # per GPU (verl packs by tokens: data.use_dynamic_bsz)
 SFT_MAX_LENGTH=${SFT_MAX_LENGTH:-4096}
 SFT_VAL_FILES=${SFT_VAL_FILES:-null}         # default: no validation set
+SFT_DATASET_CLASS=${SFT_DATASET_CLASS:-}     # module.Class of a verl SFT dataset; empty: verl's chat-turn dataset
+SFT_LORA_RANK=${SFT_LORA_RANK:-0}            # 0: full fine-tune
+SFT_LORA_ALPHA=${SFT_LORA_ALPHA:-$((2 * SFT_LORA_RANK))}
 PROJECT_NAME=${PROJECT_NAME:-past-sft}
+EXPERIMENT_NAME=${EXPERIMENT_NAME:-passage$passage_id}   # + _stage<N>
 NODE_RANK=${NODE_RANK:-0}
 MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
 MASTER_PORT=${MASTER_PORT:-29500}
@@ -46,6 +56,39 @@ check_passage_id
 for stage in $STAGES; do
   [[ "$stage" == 1 || "$stage" == 2 ]] || usage_error "STAGES must list 1 and/or 2, got '$STAGES'"
 done
+[[ "$SFT_LORA_RANK" =~ ^[0-9]+$ ]] || usage_error "SFT_LORA_RANK must be a number (0: full fine-tune), got '$SFT_LORA_RANK'"
+dataset_overrides=()
+if [[ -n "$SFT_DATASET_CLASS" ]]; then
+  [[ "$SFT_DATASET_CLASS" =~ ^[A-Za-z_][A-Za-z0-9_.]*\.[A-Za-z_][A-Za-z0-9_]*$ ]] \
+    || usage_error "SFT_DATASET_CLASS must be module.Class (e.g. seal_squad.sft_dataset.RawTextSFTDataset), got '$SFT_DATASET_CLASS'"
+  dataset_overrides=(data.custom_cls.path="pkg://${SFT_DATASET_CLASS%.*}" data.custom_cls.name="${SFT_DATASET_CLASS##*.}")
+fi
+lora_overrides=(model.lora_rank="$SFT_LORA_RANK")
+save_contents="$SAVE_CONTENTS" final_subdir=huggingface
+if ((SFT_LORA_RANK > 0)); then
+  # verl's hf_model export writes the LoRA-wrapped weights under peft's names: merge instead.
+  lora_overrides+=(model.lora_alpha="$SFT_LORA_ALPHA" model.target_modules=all-linear)
+  save_contents='[model,optimizer,extra]' final_subdir=huggingface_merged
+fi
+
+# merge_lora_checkpoint RUN_DIR START_MODEL: the last checkpoint's LoRA added to the stage's start
+# model as one HF model. The adapter comes from verl's merger; the base is START_MODEL itself when
+# it is a local dir (LoRA leaves it untouched, and the merger writes bfloat16, which would round
+# every other weight), else the merger's copy of it.
+merge_lora_checkpoint() {
+  local step dir base
+  if [[ "$DRY_RUN" == 1 ]]; then
+    echo "DRY_RUN: $1's last checkpoint -> verl's merger (lora_adapter/) -> merge_lora.py onto $2 -> huggingface_merged"
+    return
+  fi
+  step="$(latest_step "$1")"
+  dir="$1/global_step_$step"
+  [[ -e "$dir/huggingface_lora/config.json" ]] || bash "$ROOT/scripts/merge_fsdp_to_hf.sh" "$dir" "$dir/huggingface_lora"
+  base="$dir/huggingface_lora"
+  [[ -e "$2/config.json" ]] && base="$2"
+  [[ -e "$dir/huggingface_merged/config.json" ]] || run_cmd "$PYTHON" "$ROOT/merge_lora.py" --base_model "$base" \
+    --lora_adapter "$dir/huggingface_lora/lora_adapter" --output_dir "$dir/huggingface_merged"
+}
 if ((NNODES > 1)); then
   LAUNCHER=("$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --nproc_per_node="$N_GPUS_PER_NODE"
     --node_rank="$NODE_RANK" --rdzv_backend=c10d --rdzv_endpoint="$MASTER_ADDR:$MASTER_PORT"
@@ -105,17 +148,18 @@ for stage in $STAGES; do
     data.train_files="$data_file" \
     data.val_files="$SFT_VAL_FILES" \
     data.messages_key=messages \
+    "${dataset_overrides[@]}" \
     data.train_batch_size="$batch" \
     data.micro_batch_size_per_gpu="$micro" \
     data.max_length="$SFT_MAX_LENGTH" \
     data.truncation=right \
     model.path="$model" \
-    model.lora_rank=0 \
+    "${lora_overrides[@]}" \
     optim.lr="$SFT_LR" \
-    checkpoint.save_contents="$SAVE_CONTENTS" \
+    checkpoint.save_contents="$save_contents" \
     trainer.default_local_dir="$run_dir" \
     trainer.project_name="$PROJECT_NAME" \
-    trainer.experiment_name="passage${passage_id}_stage$stage" \
+    trainer.experiment_name="${EXPERIMENT_NAME}_stage$stage" \
     trainer.logger="$LOGGER" \
     trainer.total_epochs="$epochs" \
     trainer.total_training_steps="$SFT_STEPS" \
@@ -125,7 +169,12 @@ for stage in $STAGES; do
     trainer.n_gpus_per_node="$N_GPUS_PER_NODE" \
     "${ATTN_SFT[@]}" "${CPU_SFT_OVERRIDES[@]}" "$@"
   if [[ "$NODE_RANK" == 0 ]]; then
-    record_final "$run_dir" huggingface
+    if ((SFT_LORA_RANK > 0)); then
+      merge_lora_checkpoint "$run_dir" "$model"
+      HF_EXPORT_DTYPE=fp32 record_final "$run_dir" "$final_subdir"   # merged already
+    else
+      record_final "$run_dir" "$final_subdir"
+    fi
     prune_checkpoints "$run_dir"
   fi
 done
