@@ -132,19 +132,13 @@ compose_overrides() {
     reward.custom_reward_function.path="$ROOT/reward_function.py"
     reward.custom_reward_function.name=compute_score
     "${judge_kwargs[@]}"
-    trainer.default_local_dir="$GRPO_DIR"
-    trainer.project_name="$PROJECT_NAME"
-    trainer.experiment_name="$EXPERIMENT_NAME"
-    trainer.logger="$LOGGER"
-    trainer.total_epochs="$epochs"
-    trainer.total_training_steps="$GRPO_STEPS"
-    trainer.save_freq="$GRPO_SAVE_FREQ"
-    trainer.max_actor_ckpt_to_keep="$GRPO_CKPT_TO_KEEP"
-    trainer.test_freq="$GRPO_TEST_FREQ"
-    trainer.val_before_train="$GRPO_VAL_BEFORE_TRAIN"
-    trainer.resume_mode="$resume_mode"
-    trainer.nnodes="$NNODES"
-    trainer.n_gpus_per_node="$N_GPUS_PER_NODE"
+    trainer.project_name="$PROJECT_NAME" trainer.experiment_name="$EXPERIMENT_NAME" trainer.logger="$LOGGER"
+    trainer.total_epochs="$epochs" trainer.total_training_steps="$GRPO_STEPS"
+    trainer.test_freq="$GRPO_TEST_FREQ" trainer.val_before_train="$GRPO_VAL_BEFORE_TRAIN"
+    # checkpoints: verl also saves at the last step; it resumes (auto) only with RESUME=1
+    trainer.default_local_dir="$GRPO_DIR" trainer.save_freq="$GRPO_SAVE_FREQ"
+    trainer.max_actor_ckpt_to_keep="$GRPO_CKPT_TO_KEEP" trainer.resume_mode="$resume_mode"
+    trainer.nnodes="$NNODES" trainer.n_gpus_per_node="$N_GPUS_PER_NODE"
     "${ATTN_ACTOR[@]}" "${device_overrides[@]}" "$@"
   )
 }
