@@ -149,7 +149,7 @@ def test_skill_conditions_record_what_was_served(skill_servers, skill_vector, ti
     for condition, run_json in runs.items():
         server = run_json["server"]
         assert server["served_model"] == str(skill_servers["served"]) and server["trainer_model"] == str(tiny_model_fp32)
-        assert server["skill"] == {"vector": str(skill_vector), "fingerprint": fingerprint, "alpha": ALPHA, "order": "post"}
+        assert server["skill"] == {"vector": str(skill_vector), "fingerprint": fingerprint, "alpha": ALPHA, "order": "post", "name": "v"}
         assert run_json["n_articles"] == 2 and run_json["overall"]["n_questions"] == 4
     # skill_only trains nothing: its answers are the implications_skill run's baseline answers.
     answers = {c: [q[k] for a in runs[c]["articles"] for q in a["completions"][0]["questions"]]
