@@ -56,7 +56,8 @@ MAX_RETRY_DELAY_S = 30.0
 
 
 def default_judge_url():
-    return os.environ.get("JUDGE_SERVER_URL") or DEFAULT_JUDGE_URL
+    """JUDGE_URL (the drivers' name), else JUDGE_SERVER_URL (the original release's), else loopback."""
+    return os.environ.get("JUDGE_URL") or os.environ.get("JUDGE_SERVER_URL") or DEFAULT_JUDGE_URL
 
 
 # --- Lexical judge -----------------------------------------------------------------------------

@@ -42,7 +42,7 @@ def score(answers_doc, judge_url, metrics=True):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_generation_args(parser)
-    parser.add_argument("--judge_url", default=default_judge_url(), help="judge server URL (default env JUDGE_SERVER_URL or http://127.0.0.1:8123)")
+    parser.add_argument("--judge_url", default=default_judge_url(), help="judge server URL (default env JUDGE_URL, JUDGE_SERVER_URL or http://127.0.0.1:8123)")
     parser.add_argument("--no_metrics", action="store_true", help="verdicts only, skip LooGLE's automatic metrics")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

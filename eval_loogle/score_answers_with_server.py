@@ -7,7 +7,7 @@ The server decides each verdict with its backend (an LLM judge: OpenAI or a vLLM
 offline lexical judge); its backend, judge model and verdict budget are recorded in the results,
 next to the share of answers it gave no verdict on and LooGLE's automatic metrics (computed
 here, see loogle_metrics.py; --no_metrics skips them). The URL comes from --judge_url, else env
-JUDGE_SERVER_URL, else http://127.0.0.1:8123; a bearer token, if the server wants one, from the
+JUDGE_URL or JUDGE_SERVER_URL, else http://127.0.0.1:8123; a bearer token, if the server wants one, from the
 file env JUDGE_TOKEN_FILE names, else env JUDGE_AUTH_TOKEN. GSM8K answers are scored by exact
 numeric match instead: use score_answers.py for them.
 
@@ -22,7 +22,7 @@ from judge import JudgeError, default_judge_url
 
 def main(argv=None):
     parser = scoring_parser(__doc__)
-    parser.add_argument("--judge_url", default=default_judge_url(), help="judge server URL (default env JUDGE_SERVER_URL or http://127.0.0.1:8123)")
+    parser.add_argument("--judge_url", default=default_judge_url(), help="judge server URL (default env JUDGE_URL, JUDGE_SERVER_URL or http://127.0.0.1:8123)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     answers_doc = load_answers_or_exit(parser, args.answers_file)

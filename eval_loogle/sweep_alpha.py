@@ -99,7 +99,7 @@ def main(argv=None):
     parser.add_argument("--alphas", nargs="+", type=float, required=True, help="the λ values, in the order they are evaluated (e.g. -0.5 0 0.5 1 1.5)")
     parser.add_argument("--sweep_name", help=f"results go to RESULTS_DIR/<name>_a<λ>/ (default {DEFAULT_NAME}, {DEFAULT_NAME}-context with --context_file)")
     add_generation_args(parser, model_args=False)
-    parser.add_argument("--judge_url", default=default_judge_url(), help="judge server URL (default env JUDGE_SERVER_URL or http://127.0.0.1:8123)")
+    parser.add_argument("--judge_url", default=default_judge_url(), help="judge server URL (default env JUDGE_URL, JUDGE_SERVER_URL or http://127.0.0.1:8123)")
     parser.add_argument("--no_metrics", action="store_true", help="verdicts only, skip LooGLE's automatic metrics (and with them the ROUGE-L column)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository r
 
 import zmq  # noqa: E402
 
+from judge import default_judge_url  # noqa: E402
 from prompts import ANSWER_FIELDS, SQUAD_ANSWER_TEMPLATE, load_prompt_template, squad_answer_prompt  # noqa: E402
 from seal_squad.grading import GRADER, grade, make_client  # noqa: E402
 from seal_squad.serving import VLLMServer  # noqa: E402
@@ -246,7 +247,7 @@ def main(argv=None):
     parser.add_argument("--skill_name", default="v", help="what the results table calls the vector, e.g. 'v(K=2)' (default v)")
     parser.add_argument("--skill_order", choices=["post", "pre"], default="post",
                         help="post: train the LoRA against W (default, the paper's formula); pre: against W + lambda * skill")
-    parser.add_argument("--judge_url", default=os.environ.get("JUDGE_URL", "http://127.0.0.1:8123"), help="judge server (default env JUDGE_URL)")
+    parser.add_argument("--judge_url", default=default_judge_url(), help="judge server (default env JUDGE_URL, JUDGE_SERVER_URL or http://127.0.0.1:8123)")
     parser.add_argument("--judge_token_file", default=os.environ.get("JUDGE_TOKEN_FILE"), help="file holding the judge's bearer token")
     parser.add_argument("--zmq_host", default="127.0.0.1", help="address to listen on (default loopback; ZMQ has no authentication)")
     parser.add_argument("--zmq_port", type=int, default=5555)
