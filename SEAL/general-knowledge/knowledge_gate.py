@@ -26,7 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
-from generation import BACKENDS, make_generator  # noqa: E402
+from generation import BACKENDS  # noqa: E402
+from judge import default_judge_url  # noqa: E402
+from prepare_data.passages import add_backend_args, make_generator_from_args  # noqa: E402
 from prompts import ANSWER_FIELDS, SQUAD_ANSWER_TEMPLATE, load_prompt_template, squad_answer_prompt, squad_question  # noqa: E402
 from seal_squad.data import count_questions, load_passages  # noqa: E402
 from seal_squad.grading import GRADER, grade, make_client  # noqa: E402
@@ -39,9 +41,7 @@ def answer(args):
     template = load_prompt_template(args.answer_template, ANSWER_FIELDS) if args.answer_template else SQUAD_ANSWER_TEMPLATE
     client, health = make_client(args.judge_url, args.judge_token_file)
     questions = [squad_question(p["title"], q["question"]) for p in passages for q in p["questions"]]
-    options = {"hf": {"batch_size": args.batch_size}, "vllm": {"tensor_parallel_size": args.tensor_parallel_size},
-               "openai": {"base_url": args.base_url}}[args.backend]
-    generator = make_generator(args.backend, args.model, **options)
+    generator = make_generator_from_args(args)
     texts = [t[0] for t in generator.complete([squad_answer_prompt(q, template) for q in questions], args.max_new_tokens)]
     verdicts = grade(client, questions, [q["answer"] for p in passages for q in p["questions"]], texts)
     detail, i = [], 0
@@ -86,17 +86,15 @@ def main(argv=None):
     p.add_argument("--model", required=True, help="HF dir or hub id (hf, vllm), or a served model name (openai)")
     p.add_argument("--passages", required=True, help="the round's passages (squad_data.py)")
     p.add_argument("--output", required=True, help="writes the answers, their verdicts and the macro accuracy (JSON)")
-    p.add_argument("--judge_url", default=os.environ.get("JUDGE_URL", "http://127.0.0.1:8123"),
-                   help="a judge server with the squad grader (default: env JUDGE_URL, else %(default)s)")
+    p.add_argument("--judge_url", default=default_judge_url(),
+                   help="a judge server with the squad grader (default: env JUDGE_URL, JUDGE_SERVER_URL, else http://127.0.0.1:8123)")
     p.add_argument("--judge_token_file", default=os.environ.get("JUDGE_TOKEN_FILE"),
                    help="the judge's bearer token file (default: env JUDGE_TOKEN_FILE); the token is never printed")
     p.add_argument("--backend", default="hf", choices=BACKENDS, help="how the model answers (default %(default)s)")
-    p.add_argument("--batch_size", type=int, default=16, help="hf backend: prompts per batch")
-    p.add_argument("--tensor_parallel_size", type=int, default=1, help="vllm backend")
-    p.add_argument("--base_url", help="openai backend: the server's URL")
+    add_backend_args(p, concurrency=64)
     p.add_argument("--max_new_tokens", type=int, default=64, help="answer length in tokens (default %(default)s, as GRPO's responses)")
     p.add_argument("--answer_template", help="a text file with the answer prompt, {question} in it")
-    p.set_defaults(run=answer)
+    p.set_defaults(run=answer, seed=0)  # greedy answers; vLLM's engine seed
     p = sub.add_parser("decide", help="compare the SFT model's accuracy with the base model's")
     p.add_argument("--base", required=True, help="`answer` output of the base model")
     p.add_argument("--sft", required=True, help="`answer` output of the SFT model")

@@ -17,24 +17,16 @@ preflight quotes when a file cannot be trained on). See seal_squad/source.py.
 """
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
-import pandas as pd  # noqa: E402
-
+from prepare_data.passages import manifest_path, write_parquet  # noqa: E402
 from prompts import ANSWER_FIELDS, SQUAD_ANSWER_TEMPLATE, load_prompt_template  # noqa: E402
 from seal_squad.data import count_questions, load_passages  # noqa: E402
 from seal_squad.source import grpo_rows, sft_rows  # noqa: E402
 from utils import write_json_atomic  # noqa: E402
-
-
-def write_parquet(rows, path):
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    pd.DataFrame(rows).to_parquet(tmp)
-    os.replace(tmp, path)
 
 
 def main(argv=None):
@@ -56,12 +48,12 @@ def main(argv=None):
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     completions = sum(len(item["completions"]) for item in items)
-    for name, rows, counts in (("stage1_sft.parquet", sft, {"passages": len(items), "completions": completions}),
-                               ("grpo.parquet", grpo, {"passages": len(items), "questions": count_questions(items)})):
-        write_parquet(rows, out / name)
-        manifest = "manifest_stage1.json" if name.startswith("stage1") else "manifest_grpo.json"
-        write_json_atomic(out / manifest, {"output": name, "rows": len(rows), "counts": counts, "skipped": {},
-                                           "source": str(args.implications)})
+    for stage, name, rows, counts in (
+            ("stage1", "stage1_sft.parquet", sft, {"passages": len(items), "completions": completions}),
+            ("grpo", "grpo.parquet", grpo, {"passages": len(items), "questions": count_questions(items)})):
+        write_parquet(rows, out / name, columns=None)  # the columns the row builders make
+        write_json_atomic(manifest_path(out, stage), {"output": name, "rows": len(rows), "counts": counts, "skipped": {},
+                                                      "source": str(args.implications)})
     print(f"{len(items)} passages: {len(sft)} SFT sequences -> {out / 'stage1_sft.parquet'}, {len(grpo)} GRPO prompts -> "
           f"{out / 'grpo.parquet'}")
 
