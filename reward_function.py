@@ -1,7 +1,7 @@
 """verl 0.9.1 custom reward for PaST GRPO: a rollout's score is the judge server's verdict on it.
 
     reward.custom_reward_function.path=$PWD/reward_function.py
-    +reward.custom_reward_function.reward_kwargs.judge_url=http://HEAD:8123       # else env JUDGE_SERVER_URL
+    +reward.custom_reward_function.reward_kwargs.judge_url=http://HEAD:8123       # else env JUDGE_URL / JUDGE_SERVER_URL
     +reward.custom_reward_function.reward_kwargs.grader=loogle                    # or squad (default loogle)
     +reward.custom_reward_function.reward_kwargs.judge_token_file=/shared/judge.token  # if the judge wants a token
     +reward.custom_reward_function.reward_kwargs.judge_timeout=300                # seconds per request
