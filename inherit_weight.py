@@ -151,6 +151,11 @@ class TargetPlan:
 
 
 def plan_target(skill, target_dir, output_dir, exclude, shared_vocab_rows):
+    """What transfer() does to one target; `exclude` is the --exclude regex (a string) or None."""
+    try:
+        exclude = re.compile(exclude) if exclude else None
+    except re.error as e:
+        raise TransferError(f"--exclude {exclude!r} is not a valid regular expression: {e}") from None
     target = CheckpointReader(target_dir)
     if target.config is None:
         raise TransferError(f"target {target.model_dir} has no config.json; an output needs the target's config")
@@ -262,7 +267,7 @@ def inherited_tensors(target_model, skill_vectors, alphas=1.0, exclude=None, sha
     this call, before the first tensor; a tied target that the vectors would untie is refused (a
     loaded tied model cannot hold a separate lm_head)."""
     skill = SkillSource(skill_vectors=skill_vectors, alphas=alphas)
-    plan = plan_target(skill, target_model, None, re.compile(exclude) if exclude else None, shared_vocab_rows)
+    plan = plan_target(skill, target_model, None, exclude, shared_vocab_rows)
     if plan.untie:
         raise TransferError(f"target {target_model} ties lm_head to its embeddings but the skill vector has its "
                             "own lm_head delta, which a loaded tied model cannot take: write the model with "
@@ -312,8 +317,7 @@ def inherit(target_models, output_dirs, grpo_model=None, base_model=None, skill_
     skill, plans = SkillSource(grpo_model, base_model, skill_vectors, alphas), []
     try:
         for target_dir, output_dir in zip(target_models, output_dirs):
-            plans.append(plan_target(skill, target_dir, output_dir, re.compile(exclude) if exclude else None,
-                                     shared_vocab_rows))
+            plans.append(plan_target(skill, target_dir, output_dir, exclude, shared_vocab_rows))
         inputs = [reader.path for reader in skill.streams] + [plan.reader.path for plan in plans]
         check_output_paths([plan.output_dir for plan in plans], inputs, overwrite)
         results = [{} for _ in plans] if dry_run else transfer(skill, plans, max_shard_size, exclude, quiet)

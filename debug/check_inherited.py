@@ -16,7 +16,6 @@ Exit code: 0 when OUT is exactly what the operator computes from these inputs, 1
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -33,7 +32,7 @@ def check(inherited, target, grpo_model=None, base_model=None, skill_vectors=(),
     """(rows as compare_checkpoints.difference gives them, names the operator does not write, names it
     writes that are missing, notes)."""
     skill = SkillSource(grpo_model, base_model, skill_vectors, alphas)
-    plan = plan_target(skill, target, None, re.compile(exclude) if exclude else None, shared_vocab_rows)
+    plan = plan_target(skill, target, None, exclude, shared_vocab_rows)
     rows, notes = [], []
     with CheckpointReader(inherited) as out:
         expected_tied = plan.reader.tied and not plan.untie

@@ -277,6 +277,14 @@ def test_exclude_keeps_the_targets_tensors(models, tmp_path):
     assert s["tensors_changed"] == s["tensors"] - 2
 
 
+
+def test_a_bad_exclude_pattern_is_one_error_line_and_writes_nothing(models, tmp_path, capsys):
+    rc = inherit_weight.main(["--grpo_model", str(models["rl"]), "--base_model", str(models["base"]), "--target_models",
+                              str(models["target"]), "--output_dirs", str(tmp_path / "out"), "--exclude", "embed_tokens|(lm_head"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: --exclude") and "regular expression" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+
 def _add_vocab_rows(extra):
     def edit(state):
         for name in ("model.embed_tokens.weight", "lm_head.weight"):
