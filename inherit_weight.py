@@ -266,13 +266,35 @@ def inherited_tensors(target_model, skill_vectors, alphas=1.0, exclude=None, sha
     skill_vectors are saved vector files, alphas one per vector (or one for all). Every check runs in
     this call, before the first tensor; a tied target that the vectors would untie is refused (a
     loaded tied model cannot hold a separate lm_head)."""
+    return stream_inherited(*plan_inherited(target_model, skill_vectors, alphas, exclude, shared_vocab_rows))
+
+
+def plan_inherited(target_model, skill_vectors, alphas=1.0, exclude=None, shared_vocab_rows=False):
+    """inherited_tensors' checks, reading headers only: (skill, plan), whose readers the caller
+    closes (stream_inherited does at its end; check_inherited right away)."""
     skill = SkillSource(skill_vectors=skill_vectors, alphas=alphas)
-    plan = plan_target(skill, target_model, None, exclude, shared_vocab_rows)
+    try:
+        plan = plan_target(skill, target_model, None, exclude, shared_vocab_rows)
+    except BaseException:
+        skill.close()
+        raise
     if plan.untie:
+        close_plan(skill, plan)
         raise TransferError(f"target {target_model} ties lm_head to its embeddings but the skill vector has its "
                             "own lm_head delta, which a loaded tied model cannot take: write the model with "
                             "inherit_weight.py (its output is untied) and load that, or exclude 'lm_head'")
-    return stream_inherited(skill, plan)
+    return skill, plan
+
+
+def check_inherited(target_model, skill_vectors, alphas=1.0, exclude=None, shared_vocab_rows=False):
+    """Run every check of inherited_tensors (a TransferError or CheckpointError if one fails) and
+    read nothing else."""
+    close_plan(*plan_inherited(target_model, skill_vectors, alphas, exclude, shared_vocab_rows))
+
+
+def close_plan(skill, plan):
+    skill.close()
+    plan.reader.close()
 
 
 def stream_inherited(skill, plan):
@@ -282,8 +304,7 @@ def stream_inherited(skill, plan):
         run = Transfer(skill, [plan])
         yield from computed_tensors(run.tensors(), run.compute, layouts)
     finally:
-        skill.close()
-        plan.reader.close()
+        close_plan(skill, plan)
 
 
 def transfer(skill, plans, max_shard_size="5GB", exclude=None, quiet=False):

@@ -34,7 +34,7 @@ both use it.
 import os
 from pathlib import Path
 
-from inherit_weight import TransferError, inherited_tensors
+from inherit_weight import TransferError, check_inherited, inherited_tensors
 
 REPO_ROOT = Path(__file__).resolve().parent
 VLLM_EXTENSION = "inplace_transfer.SkillTransferExtension"
@@ -50,16 +50,21 @@ def vllm_engine_options():
     return {"worker_extension_cls": VLLM_EXTENSION}
 
 
-def check_inputs(target_model, skill_vectors, alphas):
-    """The inputs as plain values (what collective_rpc sends), checked: inherited_tensors runs
-    every check when called, reading headers but no tensor, so bad input fails here, in the
-    caller's process, before any weight changes. Raises TransferError (a ValueError)."""
+def plain_inputs(target_model, skill_vectors, alphas):
+    """The inputs as plain values (what collective_rpc sends), one alpha per vector."""
     skill_vectors = [str(v) for v in skill_vectors]
     alphas = [float(a) for a in alphas]
     if len(alphas) != len(skill_vectors):
         raise TransferError(f"{len(alphas)} alphas for {len(skill_vectors)} skill vectors: give one per vector")
-    inherited_tensors(str(target_model), skill_vectors, alphas).close()
     return str(target_model), skill_vectors, alphas
+
+
+def check_inputs(target_model, skill_vectors, alphas):
+    """plain_inputs, checked by reading headers but no tensor, so that bad input fails here, in the
+    caller's process, before any weight changes. Raises TransferError (a ValueError)."""
+    args = plain_inputs(target_model, skill_vectors, alphas)
+    check_inherited(*args)
+    return args
 
 
 class SkillTransferExtension:
@@ -127,11 +132,11 @@ def apply_to_hf(model, target_model, skill_vectors, alphas):
     parameter's dtype as from_pretrained would). Returns the number of tensors loaded."""
     import torch
 
-    args = check_inputs(target_model, skill_vectors, alphas)
     by_name = model.state_dict(keep_vars=True)  # checkpoint names; a tied lm_head shares the embedding's tensor
     updated, count = set(), 0
     with torch.no_grad():
-        for name, tensor in inherited_tensors(*args):
+        # inherited_tensors runs every check when called, before the first tensor is copied
+        for name, tensor in inherited_tensors(*plain_inputs(target_model, skill_vectors, alphas)):
             if name not in by_name:
                 raise RuntimeError(f"{target_model} stores {name}, which the loaded model does not have; "
                                    "the model was loaded from another checkpoint")
