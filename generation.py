@@ -164,24 +164,22 @@ class VLLMGenerator:
         self.tokenizer = self.llm.get_tokenizer()
 
     def generate(self, conversations, max_new_tokens, temperature=0.0, top_p=1.0, seed=0, n=1):
-        from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
-
         _check_request(conversations, n)
-        params = SamplingParams(n=n, temperature=temperature, top_p=top_p, seed=seed, max_tokens=max_new_tokens)
-        prompts = [TokensPrompt(prompt_token_ids=render_chat(self.tokenizer, c)) for c in conversations]
-        outputs = self.llm.generate(prompts, params, use_tqdm=True)
-        return [[o.text for o in out.outputs] for out in outputs]
+        token_ids = [render_chat(self.tokenizer, c) for c in conversations]
+        return self._generate(token_ids, max_new_tokens, temperature, top_p, seed, n, stop_token_ids=())
 
     def complete(self, prompts, max_new_tokens, temperature=0.0, top_p=1.0, seed=0, n=1, stop_token_ids=()):
+        _check_prompts(prompts, n, stop_token_ids)
+        token_ids = [raw_prompt_ids(self.tokenizer, p) for p in prompts]
+        return self._generate(token_ids, max_new_tokens, temperature, top_p, seed, n, stop_token_ids)
+
+    def _generate(self, token_ids, max_new_tokens, temperature, top_p, seed, n, stop_token_ids):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        _check_prompts(prompts, n, stop_token_ids)
         params = SamplingParams(n=n, temperature=temperature, top_p=top_p, seed=seed, max_tokens=max_new_tokens,
                                 stop_token_ids=list(stop_token_ids) or None)
-        token_prompts = [TokensPrompt(prompt_token_ids=raw_prompt_ids(self.tokenizer, p)) for p in prompts]
-        outputs = self.llm.generate(token_prompts, params, use_tqdm=True)
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in token_ids], params, use_tqdm=True)
         return [[o.text for o in out.outputs] for out in outputs]
 
 
