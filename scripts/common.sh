@@ -405,6 +405,19 @@ resume_mode_for() {
 # latest_step RUN_DIR: the step of verl's last checkpoint in RUN_DIR (empty if none).
 latest_step() { cat "$1/latest_checkpointed_iteration.txt" 2>/dev/null || true; }
 
+# last_checkpoint RUN_DIR: the step of verl's last checkpoint in RUN_DIR; when there is none, says
+# why on stderr and fails.
+last_checkpoint() {
+  local step
+  step="$(latest_step "$1")"
+  if [[ -z "$step" ]]; then
+    echo "verl wrote no checkpoint to $1 (it saves at the last step only when it reaches" \
+      "trainer.total_training_steps; for GRPO also trainer.save_freq must be > 0)" >&2
+    return 1
+  fi
+  echo "$step"
+}
+
 # record_final RUN_DIR HF_SUBDIR: point RUN_DIR/final at the HF model of the last checkpoint
 # (a relative symlink, replaced atomically), so later stages never guess step numbers. With
 # HF_EXPORT_DTYPE=bf16 that model is made here from the FSDP shards (verl's merger).
@@ -414,12 +427,7 @@ record_final() {
     echo "DRY_RUN: link $run_dir/final -> the last checkpoint's $hf_subdir (HF_EXPORT_DTYPE=$HF_EXPORT_DTYPE)"
     return
   fi
-  step="$(latest_step "$run_dir")"
-  if [[ -z "$step" ]]; then
-    echo "verl wrote no checkpoint to $run_dir (it saves at the last step only when it reaches" \
-      "trainer.total_training_steps; for GRPO also trainer.save_freq must be > 0)" >&2
-    return 1
-  fi
+  step="$(last_checkpoint "$run_dir")" || return 1
   hf_dir="global_step_$step/$hf_subdir"
   if [[ "$HF_EXPORT_DTYPE" == bf16 ]]; then
     [[ -e "$run_dir/${hf_dir}_bf16/config.json" ]] \

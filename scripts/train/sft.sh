@@ -81,7 +81,7 @@ merge_lora_checkpoint() {
     echo "DRY_RUN: $1's last checkpoint -> verl's merger (lora_adapter/) -> merge_lora.py onto $2 -> huggingface_merged"
     return
   fi
-  step="$(latest_step "$1")"
+  step="$(last_checkpoint "$1")" || return 1
   dir="$1/global_step_$step"
   [[ -e "$dir/huggingface_lora/config.json" ]] || bash "$ROOT/scripts/merge_fsdp_to_hf.sh" "$dir" "$dir/huggingface_lora"
   base="$dir/huggingface_lora"
