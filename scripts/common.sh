@@ -30,12 +30,15 @@ usage_error() {
 
 # --- device ------------------------------------------------------------------------------------
 
-# detect_device [PYTHON]: set DEVICE (gpu|cpu), DEVICE_REASON and GPU_COUNT. One rule for every
-# driver and for setup.sh: PAST_DEVICE forces it; else a GPU listed by nvidia-smi, else
+# detect_device [PYTHON]: set DEVICE (gpu|cpu), DEVICE_REASON, GPU_COUNT and GPU_MEMORY_MIB (the
+# smallest GPU's memory by nvidia-smi; empty when it does not tell). One rule for every driver
+# and for setup.sh: PAST_DEVICE forces it; else a GPU listed by nvidia-smi, else
 # torch.cuda.is_available() in the given Python (a GPU node may lack nvidia-smi on PATH).
 detect_device() {
   local py="${1:-$PYTHON}" count
   GPU_COUNT=0
+  GPU_MEMORY_MIB="$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | sort -n | head -n 1 || true)"
+  [[ "$GPU_MEMORY_MIB" =~ ^[0-9]+$ ]] || GPU_MEMORY_MIB=""
   if [[ -n "${PAST_DEVICE:-}" ]]; then
     DEVICE="$PAST_DEVICE" DEVICE_REASON="PAST_DEVICE=$PAST_DEVICE"
     [[ "$DEVICE" == gpu ]] && GPU_COUNT="$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)"
@@ -66,10 +69,10 @@ DRY_RUN="${DRY_RUN:-0}"
 
 # Detected once per run: a driver's children reuse the result (and print the same line).
 if [[ -n "${PAST_DETECTED:-}" && -z "${PAST_DEVICE:-}" ]]; then
-  IFS='|' read -r DEVICE GPU_COUNT DEVICE_REASON <<< "$PAST_DETECTED"
+  IFS='|' read -r DEVICE GPU_COUNT GPU_MEMORY_MIB DEVICE_REASON <<< "$PAST_DETECTED"
 else
   detect_device
-  [[ -n "${PAST_DEVICE:-}" ]] || export PAST_DETECTED="$DEVICE|$GPU_COUNT|$DEVICE_REASON"
+  [[ -n "${PAST_DEVICE:-}" ]] || export PAST_DETECTED="$DEVICE|$GPU_COUNT|$GPU_MEMORY_MIB|$DEVICE_REASON"
 fi
 # The package root Python really imports (PYTHONPATH above): a driver that would run another
 # checkout's code stops here.
@@ -82,23 +85,25 @@ fi
 
 # GPUs: a local vLLM judge's GPUs (JUDGE_GPUS, e.g. "7"; scripts/train/start_judge_server.sh) are
 # never given to training or evaluation: CUDA_VISIBLE_DEVICES lists the others, and
-# N_GPUS_PER_NODE defaults to how many GPUs that leaves (CPU: one process).
+# N_GPUS_PER_NODE defaults to how many GPUs that leaves (CPU: one process). TRAINING_GPU_IDS is
+# that comma list of this node's GPU ids (empty on a CPU, or when no tool tells the GPUs).
+TRAINING_GPU_IDS=""
 if [[ "$DEVICE" == gpu ]]; then
-  visible="${CUDA_VISIBLE_DEVICES:-$(seq -s, 0 $((GPU_COUNT - 1)))}"   # GPU_COUNT 0: none known
+  TRAINING_GPU_IDS="${CUDA_VISIBLE_DEVICES:-$(seq -s, 0 $((GPU_COUNT - 1)))}"   # GPU_COUNT 0: none known
   if [[ -n "${JUDGE_GPUS:-}" ]]; then
-    [[ -n "$visible" ]] || { echo "JUDGE_GPUS=$JUDGE_GPUS: cannot tell this node's GPUs; set CUDA_VISIBLE_DEVICES" >&2; exit 2; }
+    [[ -n "$TRAINING_GPU_IDS" ]] || { echo "JUDGE_GPUS=$JUDGE_GPUS: cannot tell this node's GPUs; set CUDA_VISIBLE_DEVICES" >&2; exit 2; }
     kept=()
-    for gpu in ${visible//,/ }; do [[ ",$JUDGE_GPUS," == *",$gpu,"* ]] || kept+=("$gpu"); done
-    ((${#kept[@]} > 0)) || { echo "JUDGE_GPUS=$JUDGE_GPUS leaves none of GPUs $visible for training" >&2; exit 2; }
-    visible="$(IFS=,; echo "${kept[*]}")"
-    export CUDA_VISIBLE_DEVICES="$visible"
+    for gpu in ${TRAINING_GPU_IDS//,/ }; do [[ ",$JUDGE_GPUS," == *",$gpu,"* ]] || kept+=("$gpu"); done
+    ((${#kept[@]} > 0)) || { echo "JUDGE_GPUS=$JUDGE_GPUS leaves none of GPUs $TRAINING_GPU_IDS for training" >&2; exit 2; }
+    TRAINING_GPU_IDS="$(IFS=,; echo "${kept[*]}")"
+    export CUDA_VISIBLE_DEVICES="$TRAINING_GPU_IDS"
     unset kept gpu
   fi
-  TRAINING_GPUS="$(tr ',' '\n' <<< "$visible" | grep -c . || true)"
-  unset visible
+  TRAINING_GPUS="$(tr ',' '\n' <<< "$TRAINING_GPU_IDS" | grep -c . || true)"
 else
   TRAINING_GPUS=1
 fi
+N_GPUS_PER_NODE_GIVEN="${N_GPUS_PER_NODE:-}"
 N_GPUS_PER_NODE="${N_GPUS_PER_NODE:-$((TRAINING_GPUS > 0 ? TRAINING_GPUS : 8))}"
 [[ "$DEVICE" == cpu ]] && N_GPUS_PER_NODE=1   # one training process on a CPU
 echo "[$(basename "$0")] device: $DEVICE ($DEVICE_REASON)${CUDA_VISIBLE_DEVICES+, CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES};" \
@@ -152,6 +157,41 @@ check_judge_for_nodes() {
   fi
 }
 
+# check_gpus_for_nodes: with NNODES > 1 on GPUs, every node must agree on N_GPUS_PER_NODE (the batch
+# fitting and verl count NNODES x N_GPUS_PER_NODE ranks), and JUDGE_GPUS would make this node's
+# default differ from the others': it must be given. A usage error before anything starts.
+check_gpus_for_nodes() {
+  if ((NNODES > 1)) && [[ "$DEVICE" == gpu && -z "$N_GPUS_PER_NODE_GIVEN" ]]; then
+    usage_error "NNODES=$NNODES: set N_GPUS_PER_NODE, the same on every node (this node would default to its" \
+      "$TRAINING_GPUS free GPU(s)${JUDGE_GPUS:+, JUDGE_GPUS=$JUDGE_GPUS kept for the judge})"
+  fi
+}
+
+# check_ray_for_nodes: with NNODES > 1, GRPO runs on a Ray cluster spanning the nodes, started
+# before (`ray start --head` here, `ray start --address=<head>:6379` on the others) and named by
+# RAY_ADDRESS; without it verl would start a private one-node Ray and wait for the other nodes'
+# GPUs forever. A usage error before anything starts.
+check_ray_for_nodes() {
+  check_gpus_for_nodes
+  if ((NNODES > 1)) && [[ -z "${RAY_ADDRESS:-}" ]]; then
+    usage_error "NNODES=$NNODES needs the Ray cluster that spans the nodes: start it first (ray start --head on this" \
+      "node, ray start --address=<this node>:6379 on the others; a node with JUDGE_GPUS: CUDA_VISIBLE_DEVICES=<its" \
+      "training GPUs> ray start ... --num-gpus=<their count>) and set RAY_ADDRESS (auto, or <head>:6379)"
+  fi
+}
+
+# check_ray_nodes LABEL DIR...: with NNODES > 1, before training, scripts/preflight.py nodes checks
+# the Ray cluster at RAY_ADDRESS: NNODES nodes, each offering N_GPUS_PER_NODE GPUs to Ray (this
+# node no more, when JUDGE_GPUS keeps some for the judge), and DIRs one filesystem that a Ray task
+# on every node sees. Not under DRY_RUN.
+check_ray_nodes() {
+  ((NNODES > 1)) && [[ "$DRY_RUN" != 1 ]] || return 0
+  check_ray_for_nodes
+  "$PYTHON" "$ROOT/scripts/preflight.py" nodes --stage "$1" --address "$RAY_ADDRESS" --nnodes "$NNODES" \
+    --gpus_per_node "$N_GPUS_PER_NODE" --judge_gpus "${JUDGE_GPUS:-}" --training_gpu_ids "$TRAINING_GPU_IDS" \
+    --dirs "${@:2}" >&2 || exit 1
+}
+
 # check_judge LABEL: a judge answers at JUDGE_URL, runs an LLM backend (or the backend that
 # JUDGE_BACKEND names, lexical included) and accepts JUDGE_TOKEN_FILE's token. Not under DRY_RUN.
 check_judge() {
@@ -193,16 +233,32 @@ track_run() {
   trap 'exit 143' TERM
 }
 
-# processes_of_this_run: set run_pids to the processes carrying the marker (not this shell; it
-# runs in this shell, so that no helper process of the search finds itself).
-processes_of_this_run() {
+# processes_marked NAME=VALUE: set run_pids to the processes whose environment holds NAME=VALUE
+# (not this shell; it runs in this shell, so that no helper process of the search finds itself).
+processes_marked() {
   local environ pid
   run_pids=()
   for environ in /proc/[0-9]*/environ; do
     pid=${environ#/proc/}; pid=${pid%/environ}
     [[ "$pid" != "$$" ]] || continue
-    grep -qzx "PAST_PIPELINE_RUN=$PAST_PIPELINE_RUN" "$environ" 2>/dev/null && run_pids+=("$pid")
+    grep -qzx "$1" "$environ" 2>/dev/null && run_pids+=("$pid")
   done
+  return 0
+}
+processes_of_this_run() { processes_marked "PAST_PIPELINE_RUN=$PAST_PIPELINE_RUN"; }
+
+# wait_marked_exit NAME=VALUE TIMEOUT_S: after they were told to stop, wait until no process holds
+# NAME=VALUE (a server and every child it started: vLLM's engine keeps the GPU until it exits);
+# what is left after TIMEOUT_S is killed.
+wait_marked_exit() {
+  local waited
+  for ((waited = 0; waited < $2; waited++)); do
+    processes_marked "$1"
+    ((${#run_pids[@]} > 0)) || return 0
+    sleep 1
+  done
+  processes_marked "$1"
+  ((${#run_pids[@]} == 0)) || { echo "killing what did not stop within $2 s: ${run_pids[*]}" >&2; kill -KILL "${run_pids[@]}" 2>/dev/null || true; }
   return 0
 }
 
@@ -503,6 +559,21 @@ skill_round() {
 
 # --- settings shared by several drivers ----------------------------------------------------------
 
+# default_generation_backend: what offline generation (data, implications, the knowledge gate) runs
+# on when no backend is named: vllm on a GPU whose Python has vLLM (the rule of eval_loogle's
+# default_backend), else hf (transformers), said on stderr when a GPU goes without vLLM.
+default_generation_backend() {
+  if [[ "$DEVICE" != gpu ]]; then
+    echo hf
+  elif "$PYTHON" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("vllm") is None)' 2>/dev/null; then
+    echo vllm
+  else
+    echo "$(basename "$0"): vLLM is not installed in $PYTHON: generating with transformers (hf); install vllm" \
+      "for faster generation, or name a backend (GEN_BACKEND, GATE_BACKEND)" >&2
+    echo hf
+  fi
+}
+
 # gen_data_settings ARGS...: the arguments `<CUDA_VISIBLE_DEVICES> <passages> [extra args]` of
 # gen_sft_data.sh and gen_rl_data.sh, checked (the devices exported; `passages`, `extra_args`), their
 # settings (each can be set from the environment) and gen_args, the arguments both give their
@@ -520,7 +591,7 @@ gen_data_settings() {
   DATA_ROOT=${DATA_ROOT:-$ROOT/data}                     # writes DATA_ROOT/passage{N}/
   GENERATOR=${GENERATOR:-Qwen/Qwen2.5-7B-Instruct}       # writes summaries and QA pairs
   TOKENIZER=${TOKENIZER:-}                               # chunking tokenizer; empty: GENERATOR's
-  GEN_BACKEND=${GEN_BACKEND:-$([[ "$DEVICE" == gpu ]] && echo vllm || echo hf)}   # vllm | hf | openai
+  GEN_BACKEND=${GEN_BACKEND:-$(default_generation_backend)}   # vllm | hf | openai
   GEN_BASE_URL=${GEN_BASE_URL:-}                         # openai backend: OpenAI-compatible URL
   GEN_TP=${GEN_TP:-1}                                    # vllm backend: tensor parallel size
   CHUNK_TOKENS=${CHUNK_TOKENS:-512}
@@ -592,7 +663,7 @@ squad_settings() {
 # squad_generation_settings: how GENERATOR writes implications (SEAL's settings by default) and
 # implications_args, the make_implications.py arguments besides --input and --output.
 squad_generation_settings() {
-  GEN_BACKEND=${GEN_BACKEND:-$([[ "$DEVICE" == gpu ]] && echo vllm || echo hf)}   # vllm | hf | openai
+  GEN_BACKEND=${GEN_BACKEND:-$(default_generation_backend)}   # vllm | hf | openai
   GEN_BASE_URL=${GEN_BASE_URL:-}               # openai backend: the server's URL, e.g. a running vllm serve
   GEN_TP=${GEN_TP:-1}
   GEN_COMPLETIONS=${GEN_COMPLETIONS:-5}        # completions per passage

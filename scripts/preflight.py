@@ -7,6 +7,8 @@
   eval   questions in an evaluation parquet (none: stop before loading a model)
   judge  the judge at a URL: it answers, runs the backend asked for, and takes the token
   disk   what a pipeline run will write (from the model's parameter count), against free space
+  gpu    GPU memory per GPU of a GRPO run (the composed verl config), against the GPUs' memory
+  nodes  a Ray cluster for NNODES > 1: its nodes, their GPUs, and the run's dirs shared by all
   pip    what `pip install` of the project would change in the torch a GPU node already has
 
 Results go to stdout (one line of numbers, then an optional line saying what was changed and
@@ -23,6 +25,7 @@ import sys
 from pathlib import Path
 
 GB = 1e9
+GIB = 2**30
 
 
 class Refused(Exception):
@@ -108,14 +111,10 @@ def rl_dataset_sizes(overrides):
     """Prompts verl 0.9.1 keeps from data.train_files and data.val_files, built the way its PPO
     trainer builds them: the composed config, the model's tokenizer/processor (HFModelConfig),
     create_rl_dataset (RLHFDataset with filter_overlong_prompts)."""
-    from hydra import compose, initialize_config_module
-
-    import verl  # noqa: F401  (imports VERL_USE_EXTERNAL_MODULES, e.g. the CPU platform)
     from verl.trainer.ppo.utils import create_rl_dataset
     from verl.utils.config import omega_conf_to_dataclass
 
-    with initialize_config_module(config_module="verl.trainer.config", version_base=None):
-        config = compose(config_name="ppo_trainer", overrides=list(overrides))
+    config = compose_ppo_config(overrides)
     model = omega_conf_to_dataclass(config.actor_rollout_ref.model)
     sizes = {}
     for split, files, max_samples in (("train", config.data.train_files, "train_max_samples"),
@@ -212,9 +211,31 @@ def judge_check(args):
 # --- disk --------------------------------------------------------------------------------------
 
 
+# The drivers' default hub models (their hub metadata), for machines that cannot reach the hub.
+KNOWN_PARAMETER_COUNTS = {"Qwen/Qwen2.5-7B-Instruct": 7_615_616_512, "Qwen/Qwen2.5-7B": 7_615_616_512}
+
+
+def parameters_from_config(config):
+    """Parameters of a Llama/Qwen2-style decoder from its config.json: embeddings (and an untied
+    lm_head), per layer q/k/v/o projections (q/k/v biases for Qwen2 or attention_bias), the
+    gate/up/down MLP and two norms, and the final norm. None for other architectures."""
+    config = config.get("text_config") or config
+    if config.get("model_type") not in ("llama", "qwen2", "mistral") or config.get("num_experts"):
+        return None
+    h, inter, vocab = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
+    heads = config["num_attention_heads"]
+    kv = config.get("num_key_value_heads") or heads
+    head_dim = config.get("head_dim") or h // heads
+    bias = config["model_type"] == "qwen2" or config.get("attention_bias", False)
+    attention = h * heads * head_dim * 2 + h * kv * head_dim * 2 + (heads * head_dim + 2 * kv * head_dim if bias else 0)
+    layer = attention + 3 * h * inter + 2 * h
+    return vocab * h * (1 if config.get("tie_word_embeddings") else 2) + config["num_hidden_layers"] * layer + h
+
+
 def parameter_count(model):
-    """Parameters of a local HF model dir (its safetensors headers), or of a hub id (the hub's
-    metadata, else a cached index and config); None when nothing tells."""
+    """Parameters of a local HF model dir (its safetensors headers, else its config.json), or of a
+    hub id (the drivers' defaults known here, the hub's metadata, else a cached index or config);
+    None when nothing tells."""
     path = Path(model)
     if path.is_dir():
         total = 0
@@ -222,7 +243,11 @@ def parameter_count(model):
             with open(shard, "rb") as f:
                 header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
             total += sum(math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__")
+        if not total and (path / "config.json").is_file():
+            total = parameters_from_config(json.loads((path / "config.json").read_text()))
         return total or None
+    if model in KNOWN_PARAMETER_COUNTS:
+        return KNOWN_PARAMETER_COUNTS[model]
     with contextlib.suppress(Exception):
         from huggingface_hub import HfApi
 
@@ -230,10 +255,12 @@ def parameter_count(model):
     with contextlib.suppress(Exception):
         from huggingface_hub import try_to_load_from_cache
 
-        index = json.loads(Path(try_to_load_from_cache(model, "model.safetensors.index.json")).read_text())
         config = json.loads(Path(try_to_load_from_cache(model, "config.json")).read_text())
-        bytes_per = {"float32": 4, "bfloat16": 2, "float16": 2}[config.get("torch_dtype") or config.get("dtype")]
-        return index["metadata"]["total_size"] // bytes_per
+        with contextlib.suppress(Exception):
+            index = json.loads(Path(try_to_load_from_cache(model, "model.safetensors.index.json")).read_text())
+            bytes_per = {"float32": 4, "bfloat16": 2, "float16": 2}[config.get("torch_dtype") or config.get("dtype")]
+            return index["metadata"]["total_size"] // bytes_per
+        return parameters_from_config(config)
     return None
 
 
@@ -286,6 +313,165 @@ def disk_check(args):
     if peak > free and not args.no_refuse:
         raise Refused(f"disk: the run needs about {peak / GB:.1f} GB at its peak but {where} has {free / GB:.1f} GB free."
                       " Free space, put CKPT_ROOT elsewhere, use HF_EXPORT_DTYPE=bf16, or DISK_CHECK=0 to start anyway.")
+
+
+# --- GPU memory --------------------------------------------------------------------------------
+
+DTYPE_BYTES = {"fp32": 4, "float32": 4, "bf16": 2, "bfloat16": 2, "fp16": 2, "float16": 2}
+
+
+def gpu_memory_estimate(params, ranks, model_dtype, ref_dtype, lora, param_offload, optimizer_offload, ref,
+                        ref_offload, rollout_fraction, gpu_bytes):
+    """Bytes per GPU of a verl FSDP GRPO run before activations, by part: [(label, bytes)].
+
+    FSDP shards each model over all `ranks` GPUs (NNODES x N_GPUS_PER_NODE). With P parameters and
+    b bytes per parameter in the actor's fsdp_config.model_dtype (fp32: 4, bf16: 2):
+      actor    (P*b weights + P*b gradients + 2*P*b Adam moments) / ranks; param_offload drops the
+               weights and gradients, optimizer_offload the moments; a LoRA actor keeps only its
+               frozen weights P*b / ranks (the adapter is negligible)
+      ref      P*b_ref / ranks for the KL reference (none with LoRA: verl's reference is then the
+               actor without its adapter; none with the ref's param_offload)
+      rollout  the colocated vLLM reserves rollout.gpu_memory_utilization x the GPU's memory
+               (its weights and KV cache) while the actor's state stays on the GPU
+    Activations come on top, so a total above the GPU's memory cannot run."""
+    b = DTYPE_BYTES[model_dtype]
+    if lora:
+        actor = 0 if param_offload else params * b
+    else:
+        actor = (0 if param_offload else 2 * params * b) + (0 if optimizer_offload else 2 * params * b)
+    parts = [(f"actor ({model_dtype}{', LoRA' if lora else ''}{', params offloaded' if param_offload else ''}"
+              f"{', optimizer offloaded' if optimizer_offload and not lora else ''})", actor / ranks)]
+    if ref and not lora and not ref_offload:
+        parts.append((f"reference model ({ref_dtype})", params * DTYPE_BYTES[ref_dtype] / ranks))
+    parts.append((f"vLLM rollout (gpu_memory_utilization {rollout_fraction})", rollout_fraction * gpu_bytes))
+    return parts
+
+
+def compose_ppo_config(overrides):
+    """verl's PPO trainer config as `python -m verl.trainer.main_ppo --cfg job OVERRIDES` composes it."""
+    from hydra import compose, initialize_config_module
+
+    import verl  # noqa: F401  (imports VERL_USE_EXTERNAL_MODULES, e.g. the CPU platform)
+
+    with initialize_config_module(config_module="verl.trainer.config", version_base=None):
+        return compose(config_name="ppo_trainer", overrides=list(overrides))
+
+
+def gpu_check(args):
+    config = compose_ppo_config(args.overrides)
+    arr = config.actor_rollout_ref
+    model = arr.model.path if Path(arr.model.path, "config.json").is_file() else args.model
+    params = parameter_count(model)
+    if params is None:
+        print(f"GPU memory estimate: no parameter count for {model} (neither a local HF dir nor known); not checked")
+        return
+    ranks = config.trainer.nnodes * config.trainer.n_gpus_per_node
+    gpu_bytes = args.gpu_memory_mib * 2**20 if args.gpu_memory_mib else None
+    use_ref = bool(arr.actor.use_kl_loss or config.algorithm.use_kl_in_reward)
+    fraction = arr.rollout.gpu_memory_utilization
+    parts = gpu_memory_estimate(params, ranks, arr.actor.fsdp_config.model_dtype, arr.ref.fsdp_config.model_dtype,
+                                arr.model.lora_rank > 0, arr.actor.fsdp_config.param_offload,
+                                arr.actor.fsdp_config.optimizer_offload, use_ref, arr.ref.fsdp_config.param_offload,
+                                fraction, gpu_bytes or 0)
+    total = sum(p[1] for p in parts)
+    described = ", ".join(f"{label} {value / GIB:.1f}" for label, value in parts if value)
+    head = f"GPU memory estimate per GPU ({params / 1e9:.2f}B parameters, FSDP over {ranks} GPU(s))"
+    if gpu_bytes is None:
+        print(f"{head}: {described} GiB, plus the vLLM rollout's share; not checked (nvidia-smi does not tell the"
+              " GPUs' memory)")
+        return
+    print(f"{head}: {total / GIB:.1f} GiB before activations ({described} GiB) of {gpu_bytes / GIB:.1f} GiB")
+    if total > gpu_bytes:
+        states = total - fraction * gpu_bytes
+        needed = math.ceil(states * ranks / ((1 - fraction) * gpu_bytes)) if fraction < 1 else None
+        raise Refused(
+            f"{args.stage}: about {total / GIB:.0f} GiB per GPU before activations, more than a GPU's"
+            f" {gpu_bytes / GIB:.0f} GiB. Use more GPUs (N_GPUS_PER_NODE, NNODES"
+            + (f": at least {needed} in all" if needed else "") + "), or LoRA (actor_rollout_ref.model.lora_rank=32),"
+            " or offload (actor_rollout_ref.actor.fsdp_config.param_offload=True"
+            " actor_rollout_ref.actor.fsdp_config.optimizer_offload=True), or a lower ROLLOUT_GPU_MEMORY_UTILIZATION.")
+
+
+# --- nodes (NNODES > 1) -------------------------------------------------------------------------
+
+SHARED_MARK = ".past_shared_check"
+
+
+def write_marks(dirs, token):
+    """Before asking the nodes: a mark file holding `token` in each dir."""
+    for d in dirs:
+        Path(d).mkdir(parents=True, exist_ok=True)
+        Path(d, f"{SHARED_MARK}.{token}").write_text(token)
+
+
+def answer_marks(dirs, token, node):
+    """On a node: which dirs show this run's mark (the same file, so the same filesystem); for those,
+    an answer file named after the node, which the head then must see too. {dir: seen}."""
+    seen = {}
+    for d in dirs:
+        mark = Path(d, f"{SHARED_MARK}.{token}")
+        seen[d] = mark.is_file() and mark.read_text() == token
+        if seen[d]:
+            Path(d, f"{SHARED_MARK}.{token}.{node}").write_text(token)
+    return seen
+
+
+def unshared_dirs(dirs, token, answers):
+    """On the head, after every node answered ({node: {dir: seen}}): one line per node and dir that
+    are not one shared filesystem; the mark files are removed."""
+    problems = []
+    for node, seen in answers.items():
+        for d in dirs:
+            if not seen.get(d):
+                problems.append(f"node {node} does not see {d} (no {SHARED_MARK} mark written there from this node)")
+            elif not Path(d, f"{SHARED_MARK}.{token}.{node}").is_file():
+                problems.append(f"node {node} wrote to its own {d}, which this node does not see")
+    for d in dirs:
+        for mark in Path(d).glob(f"{SHARED_MARK}.{token}*"):
+            mark.unlink()
+    return problems
+
+
+def nodes_check(args):
+    import secrets
+    import socket
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    ray.init(address=args.address, logging_level="ERROR", log_to_driver=False)
+    try:
+        nodes = [n for n in ray.nodes() if n["Alive"]]
+        here = ray.util.get_node_ip_address()
+        if len(nodes) < args.nnodes:
+            raise Refused(f"{args.stage}: the Ray cluster at {args.address} has {len(nodes)} node(s), not NNODES={args.nnodes}:"
+                          " start Ray on the others first (ray start --address=<head>:6379).")
+        for n in nodes:
+            gpus = int(n["Resources"].get("GPU", 0))
+            name = n["NodeManagerAddress"]
+            if gpus < args.gpus_per_node:
+                raise Refused(f"{args.stage}: Ray node {name} offers {gpus} GPU(s), fewer than N_GPUS_PER_NODE={args.gpus_per_node};"
+                              " set N_GPUS_PER_NODE to what every node offers, or restart Ray there with its GPUs.")
+            if name == here and args.judge_gpus and gpus > args.gpus_per_node:
+                raise Refused(
+                    f"{args.stage}: Ray on this node ({name}) offers {gpus} GPUs, so verl may place workers on the judge's"
+                    f" GPU(s) JUDGE_GPUS={args.judge_gpus}. Restart it without them: ray stop; CUDA_VISIBLE_DEVICES="
+                    f"{args.training_gpu_ids} ray start --head --num-gpus={args.gpus_per_node}")
+        token = secrets.token_hex(8)
+        write_marks(args.dirs, token)
+        answer = ray.remote(num_cpus=0)(answer_marks)
+        replies = {n["NodeManagerAddress"]: answer.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+                args.dirs, token, n["NodeManagerAddress"]) for n in nodes}
+        problems = unshared_dirs(args.dirs, token, {node: ray.get(ref, timeout=120) for node, ref in replies.items()})
+        if problems:
+            raise Refused(f"{args.stage}: the run's dirs must be one filesystem every node sees (checkpoints written on one"
+                          f" node are read on the others): {'; '.join(problems)}. Put DATA_ROOT and CKPT_ROOT on a shared"
+                          " filesystem (NFS, Lustre, ...).")
+        print(f"{len(nodes)} Ray node(s), {args.gpus_per_node} GPU(s) each for training; {', '.join(args.dirs)} shared"
+              f" by all (checked from {socket.gethostname()})")
+    finally:
+        ray.shutdown()
 
 
 # --- pip (setup.sh on a GPU node) ---------------------------------------------------------------------
@@ -361,6 +547,24 @@ def main(argv=None):
     p.add_argument("--keep_resumable", action="store_true", help="FSDP shards and optimizer state are kept")
     p.add_argument("--no_refuse", action="store_true", help="print the estimate only")
     p.set_defaults(run=disk_check)
+
+    p = sub.add_parser("gpu", help="estimate a GRPO run's GPU memory per GPU, against the GPUs' memory")
+    p.add_argument("--stage", required=True)
+    p.add_argument("--model", required=True, help="the model whose size counts when the config's model path does not"
+                   " exist yet (the base model the start model is trained from)")
+    p.add_argument("--gpu_memory_mib", type=int, help="the smallest GPU's memory (nvidia-smi); unset: not checked")
+    p.add_argument("overrides", nargs="*", help="the Hydra overrides the driver passes to verl.trainer.main_ppo")
+    p.set_defaults(run=gpu_check)
+
+    p = sub.add_parser("nodes", help="check a Ray cluster's nodes and that the run's dirs are shared by all")
+    p.add_argument("--stage", required=True)
+    p.add_argument("--address", required=True, help="the Ray cluster (RAY_ADDRESS)")
+    p.add_argument("--nnodes", type=int, required=True)
+    p.add_argument("--gpus_per_node", type=int, required=True, help="N_GPUS_PER_NODE")
+    p.add_argument("--judge_gpus", default="", help="JUDGE_GPUS: this node's GPUs kept for the judge")
+    p.add_argument("--training_gpu_ids", default="", help="this node's GPUs for training (for the ray start hint)")
+    p.add_argument("--dirs", nargs="+", required=True, help="what every node must see (DATA_ROOT, CKPT_ROOT, ...)")
+    p.set_defaults(run=nodes_check)
 
     p = sub.add_parser("pip", help="what a pip install would change (its --dry-run --report)")
     p.add_argument("--report", required=True)

@@ -64,6 +64,7 @@ done
 all_passages="$(IFS=,; echo "${sources[*]},${targets[*]}")"
 sources_tag="$(IFS=_; echo "${sources[*]}")"
 check_judge_for_nodes
+check_ray_for_nodes
 
 t0=$SECONDS
 stage() { echo; echo "== [$(date +%H:%M:%S), +$((SECONDS - t0)) s] $*"; }
@@ -90,11 +91,10 @@ disk=("$PYTHON" "$ROOT/scripts/preflight.py" disk --model "$MODEL" --path "$CKPT
 "${disk[@]}" || exit 1
 
 stage "1/7 data: eval sets, SFT data for passages ${all_passages}, RL prompts for ${SOURCE_PASSAGES}"
-gpus="${CUDA_VISIBLE_DEVICES:-$([[ "$DEVICE" == cpu ]] || seq -s, 0 $((GPU_COUNT - 1)))}"
 run bash "$ROOT/scripts/gen_data/process_loogle_eval.sh" "$all_passages"
-run bash "$ROOT/scripts/gen_data/gen_sft_data.sh" "$gpus" "$all_passages"
+run bash "$ROOT/scripts/gen_data/gen_sft_data.sh" "$TRAINING_GPU_IDS" "$all_passages"
 if [[ "$RL_PROMPTS" == generated ]]; then
-  run bash "$ROOT/scripts/gen_data/gen_rl_data.sh" "$gpus" "$SOURCE_PASSAGES"
+  run bash "$ROOT/scripts/gen_data/gen_rl_data.sh" "$TRAINING_GPU_IDS" "$SOURCE_PASSAGES"
   rl_file=grpo.parquet
 else
   rl_file=eval.parquet   # the sources' own LooGLE QA; sources are never evaluated

@@ -8,8 +8,10 @@ checkpoint I/O, so that tests of the operator compare against something it did n
 
 import contextlib
 import importlib.util
+import os
 import shutil
 import socket
+import stat
 import threading
 import time
 from pathlib import Path
@@ -44,6 +46,21 @@ def perturbed_copy(src, dst, seed, scale=1e-2):
     state = {n: (t.float() + torch.randn(t.shape, generator=g) * scale).to(t.dtype) for n, t in load_state(src).items()}
     save_file(state, Path(dst) / "model.safetensors", metadata={"format": "pt"})
     return Path(dst)
+
+
+def fake_nvidia_smi(bin_dir, gpus, memory_mib=81559):
+    """An `nvidia-smi` in `bin_dir` (created) that lists `gpus` GPUs (`-L`) of `memory_mib` MiB each
+    (`--query-gpu=memory.total`), as on a GPU node; returns a PATH with it first."""
+    bin_dir = Path(bin_dir)
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    tool = bin_dir / "nvidia-smi"
+    tool.write_text("#!/bin/sh\n"
+                    'case "$*" in\n'
+                    f"  *memory.total*) i=0; while [ $i -lt {gpus} ]; do echo {memory_mib}; i=$((i+1)); done ;;\n"
+                    f'  *) i=0; while [ $i -lt {gpus} ]; do echo "GPU $i: NVIDIA H100 80GB HBM3 (UUID: GPU-$i)"; i=$((i+1)); done ;;\n'
+                    "esac\n")
+    tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
+    return f"{bin_dir}:{os.environ['PATH']}"
 
 
 def wait_for_health(url, proc, log, timeout):

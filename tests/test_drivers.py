@@ -9,13 +9,14 @@ import os
 import re
 import shlex
 import shutil
-import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from helpers import fake_nvidia_smi
 
 REPO = Path(__file__).resolve().parent.parent
 DRIVERS = sorted(p for p in (REPO / "scripts").rglob("*.sh") if p.name != "common.sh")
@@ -62,25 +63,14 @@ def test_device_detection_forced_by_past_device_and_printed_first():
     assert bad.returncode == 2 and "PAST_DEVICE must be cpu or gpu" in bad.stderr
 
 
-def fake_nvidia_smi(tmp_path, listing):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    tool = bin_dir / "nvidia-smi"
-    tool.write_text(f"#!/bin/sh\nprintf '{listing}'\n")
-    tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
-    return f"{bin_dir}:{os.environ['PATH']}"
-
-
 def test_device_detection_without_past_device(tmp_path):
     env = {"DRY_RUN": "1", "STAGES": "1", "PAST_DEVICE": ""}
     # No GPU listed: torch.cuda.is_available() in the project's Python decides (False here).
-    no_gpu = run(REPO / "scripts/train/sft.sh", {**env, "PATH": fake_nvidia_smi(tmp_path, "")})
+    no_gpu = run(REPO / "scripts/train/sft.sh", {**env, "PATH": fake_nvidia_smi(tmp_path / "none", 0)})
     assert no_gpu.returncode == 0, no_gpu.stderr
     assert "device: cpu (no NVIDIA GPU: nvidia-smi lists none, torch.cuda.is_available() is False" in no_gpu.stderr
     # Two GPUs listed: gpu, and one training process per GPU.
-    (tmp_path / "two").mkdir()
-    two = run(REPO / "scripts/train/sft.sh",
-              {**env, "PATH": fake_nvidia_smi(tmp_path / "two", "GPU 0: H100 (UUID: a)\\nGPU 1: H100 (UUID: b)\\n")})
+    two = run(REPO / "scripts/train/sft.sh", {**env, "PATH": fake_nvidia_smi(tmp_path / "two", 2)})
     assert two.returncode == 0, two.stderr
     assert "device: gpu (nvidia-smi lists 2 GPU(s))" in two.stderr
     assert "--nproc_per_node=2" in two.stdout
@@ -240,3 +230,114 @@ def test_other_nodes_wait_for_stage_1_then_stop_with_a_clear_message(tmp_path):
     assert done.returncode == 1
     assert "node 1: waiting up to 5s" in done.stderr
     assert f"{tmp_path}/stage1/final did not appear within 5s" in done.stderr and "filesystem every node sees" in done.stderr
+
+
+def test_gpu_memory_estimate_for_the_7b_default():
+    """Qwen2.5-7B in verl's fp32 model_dtype: 16 bytes a parameter of actor state (weights, gradients,
+    Adam's two moments) and 4 of reference, sharded over the GPUs, plus vLLM's share of the GPU."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from preflight import GIB, gpu_memory_estimate
+
+    params, gpu = 7_615_616_512, 80 * GIB
+
+    def per_gpu(ranks, lora=False, param_offload=False, optimizer_offload=False):
+        parts = gpu_memory_estimate(params, ranks, "fp32", "fp32", lora, param_offload, optimizer_offload, True, False,
+                                    0.4, gpu)
+        return dict((label.split(" (")[0], value) for label, value in parts)
+
+    one = per_gpu(1)
+    assert one["actor"] == pytest.approx(16 * params) and one["reference model"] == pytest.approx(4 * params)
+    assert one["vLLM rollout"] == pytest.approx(0.4 * gpu)
+    assert sum(one.values()) > gpu  # one 80 GB GPU cannot hold it
+    eight = per_gpu(8)
+    assert eight["actor"] == pytest.approx(2 * params) and sum(eight.values()) < gpu
+    lora = per_gpu(1, lora=True)
+    assert lora == {"actor": pytest.approx(4 * params), "vLLM rollout": pytest.approx(0.4 * gpu)}  # ref = actor without adapter
+    offloaded = per_gpu(1, param_offload=True, optimizer_offload=True)
+    assert offloaded["actor"] == 0 and sum(offloaded.values()) < gpu
+
+
+def test_parameter_count_from_config_json(tiny_model, tmp_path):
+    """A dir with only a config.json (or a cached hub config) is counted from its shapes: the
+    count agrees with the tiny model's safetensors and with Qwen2.5-7B's published 7,615,616,512."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from preflight import KNOWN_PARAMETER_COUNTS, parameter_count
+
+    config_only = tmp_path / "tiny"
+    config_only.mkdir()
+    shutil.copy(Path(tiny_model) / "config.json", config_only / "config.json")
+    assert parameter_count(config_only) == parameter_count(tiny_model) > 0
+    qwen7b = {"model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+              "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064, "tie_word_embeddings": False}
+    (tmp_path / "qwen7b").mkdir()
+    (tmp_path / "qwen7b/config.json").write_text(json.dumps(qwen7b))
+    assert parameter_count(tmp_path / "qwen7b") == KNOWN_PARAMETER_COUNTS["Qwen/Qwen2.5-7B"] == 7_615_616_512
+
+
+def test_shared_filesystem_marks(tmp_path):
+    """The nodes check's protocol on real dirs: the head writes a mark, each node answers for the
+    dirs where it finds it, the head must then see each answer. A node with its own (unshared)
+    copy of a dir is named; every mark is removed afterwards."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from preflight import answer_marks, unshared_dirs, write_marks
+
+    data, ckpt, elsewhere = tmp_path / "data", tmp_path / "ckpt", tmp_path / "node2_local" / "ckpt"
+    write_marks([str(data), str(ckpt)], "t0k")
+    answers = {"10.0.0.1": answer_marks([str(data), str(ckpt)], "t0k", "10.0.0.1")}
+    # Node 2 mounts data, but its ckpt is a local disk: it finds no mark there.
+    elsewhere.mkdir(parents=True)
+    answers["10.0.0.2"] = answer_marks([str(data), str(elsewhere)], "t0k", "10.0.0.2")
+    answers["10.0.0.2"][str(ckpt)] = answers["10.0.0.2"].pop(str(elsewhere))
+    assert answers["10.0.0.1"] == {str(data): True, str(ckpt): True}
+    problems = unshared_dirs([str(data), str(ckpt)], "t0k", answers)
+    assert problems == [f"node 10.0.0.2 does not see {ckpt} (no .past_shared_check mark written there from this node)"]
+    assert list(data.iterdir()) == [] and list(ckpt.iterdir()) == []
+    # All shared: no problem.
+    write_marks([str(data)], "t1")
+    assert unshared_dirs([str(data)], "t1", {n: answer_marks([str(data)], "t1", n) for n in ("a", "b")}) == []
+
+
+def common_sh(script, env=None, timeout=60):
+    return subprocess.run(["bash", "-c", f'source "{REPO}/scripts/common.sh" >/dev/null 2>&1; {script}'], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "PYTHON": sys.executable, "PAST_DEVICE": "cpu", **(env or {})})
+
+
+def test_stopping_a_server_pair_waits_until_every_process_has_exited():
+    """eval_rows.sh's stop: a server that takes 3 s to exit after SIGTERM, with a child of its own
+    (vLLM's engine), both carrying the pair's marker; wait_marked_exit returns once both are gone.
+    One that ignores SIGTERM is killed after the timeout."""
+    script = '''
+export PAST_SERVER_PAIR=test.$$
+sh -c 'trap "sleep 3; kill $child; exit 0" TERM; sleep 600 & child=$!; wait $child' &
+server=$!
+sleep 1; kill -TERM $server; t0=$SECONDS
+wait_marked_exit "PAST_SERVER_PAIR=$PAST_SERVER_PAIR" 30
+processes_marked "PAST_SERVER_PAIR=$PAST_SERVER_PAIR"; echo "left ${#run_pids[@]} after $((SECONDS - t0)) s"
+sh -c 'trap "" TERM; sleep 600' &
+sleep 1; kill -TERM $!
+wait_marked_exit "PAST_SERVER_PAIR=$PAST_SERVER_PAIR" 2
+processes_marked "PAST_SERVER_PAIR=$PAST_SERVER_PAIR"; echo "left ${#run_pids[@]}"
+'''
+    done = common_sh(script)
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.splitlines()
+    assert first.startswith("left 0 after ") and int(first.split()[3]) >= 2
+    assert second == "left 0" and "killing what did not stop within 2 s" in done.stderr
+
+
+def test_generation_defaults_to_hf_on_a_gpu_without_vllm(tmp_path):
+    """A GPU node whose Python lacks vLLM: data generation and implications use transformers, said
+    once; with vLLM importable they use vllm."""
+    blocker = tmp_path / "no_vllm"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text("import sys\nsys.modules['vllm'] = None  # as if not installed\n")
+    gpu = {"DRY_RUN": "1", "PATH": fake_nvidia_smi(tmp_path / "bin", 8), "PAST_DEVICE": "", "DATA_ROOT": str(tmp_path / "d")}
+    without = {**gpu, "PYTHONPATH": str(blocker)}
+    for script, args in ((REPO / "scripts/gen_data/gen_sft_data.sh", ["0", "0"]),
+                         (REPO / "SEAL/general-knowledge/make_implications.sh", [])):
+        done = run(script, without, args=args)
+        assert done.returncode == 0, done.stderr
+        assert "--backend hf" in done.stdout and "--backend vllm" not in done.stdout
+        assert "vLLM is not installed" in done.stderr
+        with_vllm = run(script, gpu, args=args)
+        assert with_vllm.returncode == 0 and "--backend vllm" in with_vllm.stdout and "vLLM is not installed" not in with_vllm.stderr

@@ -236,7 +236,7 @@ def test_grpo_on_two_nodes_gives_workers_the_heads_address_and_only_the_token_pa
     token_file = tmp_path / "judge_token"
     token_file.write_text("s3cr3t-t0ken-value\n")
     env = {"NNODES": "2", "MASTER_ADDR": "10.1.2.3", "JUDGE_TOKEN_FILE": str(token_file), "GRPO_DIR": str(tmp_path / "g"),
-           "PAST_DEVICE": "gpu", "N_GPUS_PER_NODE": "8"}
+           "PAST_DEVICE": "gpu", "N_GPUS_PER_NODE": "8", "RAY_ADDRESS": "auto"}
     result = dry_run(TRAIN / "grpo.sh", env)
     cfg = configs(result.stdout)["grpo passage 0"]
     kwargs = cfg["reward"]["custom_reward_function"]["reward_kwargs"]

@@ -2,8 +2,9 @@
 # Evaluate several conditions of the SQuAD table on one server pair: start the pair
 # (start_servers.sh, with the skill vector if SKILL_VECTOR is set), evaluate each condition
 # (eval_condition.sh, run JSONs in SQUAD_RESULTS/<condition><RUN_SUFFIX>.json), stop the pair, also
-# when a condition fails or the driver is stopped. Conditions already evaluated are skipped; when
-# all are, no server starts.
+# when a condition fails or the driver is stopped, and wait until its processes have exited (their
+# GPUs are free when it returns). Conditions already evaluated are skipped; when all are, no server
+# starts.
 #
 #   CONDITIONS="base passage implications" bash SEAL/general-knowledge/eval_rows.sh
 #   SKILL_VECTOR=round2/skill_vector.safetensors ALPHA=0.5 SKILL_NAME="v(K=2)" BASE_MODEL=/models/Qwen2.5-7B \
@@ -31,10 +32,14 @@ if ((${#todo[@]} == 0)); then
   exit 0
 fi
 
+# Every process of the pair (vLLM's server and engine, the TTT server) carries PAST_SERVER_PAIR:
+# stopping waits until all have exited, so that the next wave can start on the same GPUs.
+export PAST_SERVER_PAIR="$$.$RANDOM"
 stop_pair() {
   local rc=$?
   trap - EXIT INT TERM
   STOP=1 bash "$GK/start_servers.sh" >&2 || true
+  wait_marked_exit "PAST_SERVER_PAIR=$PAST_SERVER_PAIR" 60
   exit "$rc"
 }
 # shellcheck disable=SC2086  # TTT_ARGS is a list of words

@@ -10,7 +10,7 @@
 # Settings (environment): the data (scripts/common.sh, squad_settings): SQUAD_INPUT
 # (rajpurkar/squad, or a local grouped JSON / raw SQuAD file), SQUAD_SPLIT (validation),
 # SQUAD_SEED 42, SQUAD_START 0, SQUAD_N 200, SQUAD_DATA (data/squad), PASSAGES, GENERATOR
-# (Qwen/Qwen2.5-7B), IMPLICATIONS (the output); generation: GEN_BACKEND (vllm on a GPU, else hf;
+# (Qwen/Qwen2.5-7B), IMPLICATIONS (the output); generation: GEN_BACKEND (vllm on a GPU with vLLM, else hf;
 # openai with GEN_BASE_URL, e.g. a running vllm serve), GEN_TP 1, GEN_COMPLETIONS 5, GEN_TEMPERATURE 1.0,
 # GEN_TOP_P 0.95, GEN_MAX_NEW_TOKENS 8192, GEN_SEED 0, PROMPT (implications; see prompts.py).
 set -euo pipefail

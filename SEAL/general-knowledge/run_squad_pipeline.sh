@@ -81,7 +81,7 @@ for a in $ALPHA $SWEEP_ALPHAS; do
 done
 if [[ -z "${EVAL_GPU_PAIRS:-}" ]]; then
   if [[ "$DEVICE" == gpu ]]; then
-    read -r -a gpus <<< "${CUDA_VISIBLE_DEVICES//,/ }"
+    read -r -a gpus <<< "${TRAINING_GPU_IDS//,/ }"
     EVAL_GPU_PAIRS=""
     for ((i = 0; i + 1 < ${#gpus[@]}; i += 2)); do EVAL_GPU_PAIRS+="${gpus[i]}:${gpus[i + 1]} "; done
     [[ -n "$EVAL_GPU_PAIRS" ]] || usage_error "the evaluation needs two GPUs (vLLM, TTT trainer); set EVAL_GPU_PAIRS"
@@ -92,6 +92,7 @@ fi
 read -r -a pairs <<< "$EVAL_GPU_PAIRS"
 for pair in "${pairs[@]}"; do [[ "$pair" == *:* ]] || usage_error "EVAL_GPU_PAIRS lists VLLM_GPU:TTT_GPU pairs, got '$pair'"; done
 check_judge_for_nodes
+check_ray_for_nodes
 
 t0=$SECONDS
 stage() { echo; echo "== [$(date +%H:%M:%S), +$((SECONDS - t0)) s] $*"; }

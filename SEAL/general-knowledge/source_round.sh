@@ -24,7 +24,7 @@
 # (checkpoints/squad_rounds), MODEL (a local dir of the base model), SOURCE_INPUT (rajpurkar/squad),
 # SOURCE_SPLIT (train), SOURCE_SEED (42), SOURCE_START (0), SOURCE_N (50, suggested: SEAL's round
 # size), EXCLUDE (the evaluation passages' JSON), PREVIOUS_SKILL (round k-1's vector), ALPHA (1.0,
-# suggested), GATE_MARGIN (0.05), GATE_OVERRIDE (0), GATE_BACKEND (vllm on a GPU, else hf), the
+# suggested), GATE_MARGIN (0.05), GATE_OVERRIDE (0), GATE_BACKEND (vllm on a GPU with vLLM, else hf), the
 # GEN_* settings of make_implications.sh (GEN_COMPLETIONS 1 here), and sft.sh's and grpo.sh's
 # settings, with these suggested defaults for the SQuAD source stage: SFT_EPOCHS 5, SFT_LR 1e-5,
 # SFT_BATCH_SIZE 16, SFT_MAX_LENGTH 2048, ROLLOUT_N 8, ROLLOUT_TEMPERATURE 1.0, GRPO_LR 1e-6,
@@ -44,7 +44,7 @@ EXCLUDE=${EXCLUDE:-}
 ALPHA=${ALPHA:-1.0}
 GATE_MARGIN=${GATE_MARGIN:-0.05}
 GATE_OVERRIDE=${GATE_OVERRIDE:-0}
-GATE_BACKEND=${GATE_BACKEND:-$([[ "$DEVICE" == gpu ]] && echo vllm || echo hf)}
+GATE_BACKEND=${GATE_BACKEND:-$(default_generation_backend)}
 GEN_COMPLETIONS=${GEN_COMPLETIONS:-1}
 GENERATOR="$MODEL"
 squad_generation_settings
@@ -84,7 +84,7 @@ sft_model="$round_dir/stage1/final"
 if [[ ! -e "$sft_model/config.json" ]]; then
   env STAGES=1 MODEL="$MODEL" DATA_DIR="$round_dir/data" CKPT_DIR="$round_dir" passage_id="$ROUND" \
     EXPERIMENT_NAME="squad_round$ROUND" SFT_DATASET_CLASS=seal_squad.sft_dataset.RawTextSFTDataset \
-    RESUME="${RESUME:-0}" bash "$ROOT/scripts/train/sft.sh"
+    RESUME="${RESUME:-0}" NNODES=1 bash "$ROOT/scripts/train/sft.sh"   # on this node's GPUs (GRPO spans the nodes)
 fi
 
 # the gate: does sft_k know its passages better than MODEL?

@@ -7,7 +7,7 @@
 # Writes data/passage{N}/stage1_sft.parquet and stage2_sft.parquet (+ manifests); a rerun skips
 # finished passages. Settings from the environment (shared with gen_rl_data.sh; defaults in
 # scripts/common.sh, gen_data_settings): LOOGLE, DATA_ROOT, GENERATOR (Qwen/Qwen2.5-7B-Instruct),
-# TOKENIZER, GEN_BACKEND (vllm on a GPU, else hf; or openai with GEN_BASE_URL), GEN_TP,
+# TOKENIZER, GEN_BACKEND (vllm on a GPU with vLLM installed, else hf; or openai with GEN_BASE_URL), GEN_TP,
 # CHUNK_TOKENS 512, OVERLAP_TOKENS 64, MAX_CHUNKS (0 = all), QUESTIONS_PER_CHUNK 5, PROPOSER
 # (json | two_step | cloze), QA_MAX_NEW_TOKENS 1024, GEN_TEMPERATURE 0, GEN_SEED 0; and
 # SUMMARY_MAX_NEW_TOKENS 512. Extra arguments go to both entry points; DRY_RUN=1 prints them.

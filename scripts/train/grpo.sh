@@ -34,6 +34,7 @@ CKPT_ROOT=${CKPT_ROOT:-$ROOT/checkpoints}
 DATA_DIR=${DATA_DIR:-$DATA_ROOT/passage$passage_id}
 CKPT_DIR=${CKPT_DIR:-$CKPT_ROOT/passage$passage_id}
 START_MODEL=${START_MODEL:-$CKPT_DIR/stage2/final}   # the actor starts here
+MODEL=${MODEL:-Qwen/Qwen2.5-7B-Instruct}             # START_MODEL's base: sizes the GPU memory estimate until START_MODEL exists
 GRPO_DIR=${GRPO_DIR:-$CKPT_DIR/grpo}                 # run dir (checkpoints, final)
 GRPO_TRAIN_FILES=${GRPO_TRAIN_FILES:-$DATA_DIR/grpo.parquet}
 GRPO_VAL_FILES=${GRPO_VAL_FILES:-$DATA_DIR/eval.parquet}
@@ -63,17 +64,16 @@ EXPERIMENT_NAME=${EXPERIMENT_NAME:-passage${passage_id}_grpo}
 check_passage_id
 ((ROLLOUT_N > 1)) || usage_error "GRPO needs ROLLOUT_N > 1 (a group per prompt), got $ROLLOUT_N"
 check_judge_for_nodes
+check_ray_for_nodes
 check_judge "GRPO of passage $passage_id"
 
-device_overrides=("${CPU_GRPO_OVERRIDES[@]}")
+# vLLM sizes its context (and on a CPU its buffers) by what a rollout needs, not by the model's
+# own limit (a KV cache for Qwen2.5's 32k positions crowds the actor out of the GPU).
+max_len=$((MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH))
+device_overrides=(actor_rollout_ref.rollout.max_model_len=$max_len "${CPU_GRPO_OVERRIDES[@]}")
 if [[ "$DEVICE" == cpu ]]; then
-  # vLLM-CPU sizes its buffers by these limits: keep them to what a rollout needs (vLLM wants
-  # max_num_batched_tokens >= max_num_seqs, 256).
-  max_len=$((MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH))
-  device_overrides+=(
-    actor_rollout_ref.rollout.max_model_len=$max_len
-    actor_rollout_ref.rollout.max_num_batched_tokens=$((max_len > 256 ? max_len : 256))
-  )
+  # vLLM wants max_num_batched_tokens >= max_num_seqs (256).
+  device_overrides+=(actor_rollout_ref.rollout.max_num_batched_tokens=$((max_len > 256 ? max_len : 256)))
 fi
 judge_kwargs=(+reward.custom_reward_function.reward_kwargs.judge_url="$JUDGE_URL")
 [[ -n "$JUDGE_TOKEN_FILE" ]] && judge_kwargs+=(+reward.custom_reward_function.reward_kwargs.judge_token_file="$JUDGE_TOKEN_FILE")
@@ -155,6 +155,11 @@ else
   echo "DRY_RUN: data or start model not there yet: batch sizes not fitted" >&2
 fi
 compose_overrides "$@"
+if [[ "$DEVICE" == gpu ]]; then
+  "$PYTHON" "$ROOT/scripts/preflight.py" gpu --stage "GRPO of passage $passage_id" --model "$MODEL" \
+    ${GPU_MEMORY_MIB:+--gpu_memory_mib "$GPU_MEMORY_MIB"} -- "${overrides[@]}" >&2 || exit 1
+fi
+check_ray_nodes "GRPO of passage $passage_id" "$GRPO_DIR" "$(dirname "$START_MODEL")" "$(dirname "$GRPO_TRAIN_FILES")"
 run_verl "grpo passage $passage_id" verl.trainer.main_ppo "$PYTHON" -- "${overrides[@]}"
 record_final "$GRPO_DIR" actor/huggingface
 prune_checkpoints "$GRPO_DIR"

@@ -48,7 +48,7 @@ SFT_LORA_ALPHA=${SFT_LORA_ALPHA:-$((2 * SFT_LORA_RANK))}
 PROJECT_NAME=${PROJECT_NAME:-past-sft}
 EXPERIMENT_NAME=${EXPERIMENT_NAME:-passage$passage_id}   # + _stage<N>
 NODE_RANK=${NODE_RANK:-0}
-MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
+MASTER_ADDR=${MASTER_ADDR:-}                # NNODES > 1: node 0's address, the same on every node
 MASTER_PORT=${MASTER_PORT:-29500}
 STAGE_WAIT_S=${STAGE_WAIT_S:-3600}           # nodes other than 0: how long to wait for stage 1's final model
 
@@ -90,6 +90,9 @@ merge_lora_checkpoint() {
     --lora_adapter "$dir/huggingface_lora/lora_adapter" --output_dir "$dir/huggingface_merged"
 }
 if ((NNODES > 1)); then
+  check_gpus_for_nodes
+  [[ -n "$MASTER_ADDR" ]] || usage_error "NNODES=$NNODES: set MASTER_ADDR to node 0's address (the same on every node;" \
+    "torchrun's rendezvous runs there)"
   LAUNCHER=("$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --nproc_per_node="$N_GPUS_PER_NODE"
     --node_rank="$NODE_RANK" --rdzv_backend=c10d --rdzv_endpoint="$MASTER_ADDR:$MASTER_PORT"
     --rdzv_id="past-sft-passage$passage_id")
