@@ -442,7 +442,7 @@ def nodes_check(args):
     ray.init(address=args.address, logging_level="ERROR", log_to_driver=False)
     try:
         nodes = [n for n in ray.nodes() if n["Alive"]]
-        here = ray.util.get_node_ip_address()
+        here = ray.get_runtime_context().get_node_id()
         if len(nodes) < args.nnodes:
             raise Refused(f"{args.stage}: the Ray cluster at {args.address} has {len(nodes)} node(s), not NNODES={args.nnodes}:"
                           " start Ray on the others first (ray start --address=<head>:6379).")
@@ -452,7 +452,7 @@ def nodes_check(args):
             if gpus < args.gpus_per_node:
                 raise Refused(f"{args.stage}: Ray node {name} offers {gpus} GPU(s), fewer than N_GPUS_PER_NODE={args.gpus_per_node};"
                               " set N_GPUS_PER_NODE to what every node offers, or restart Ray there with its GPUs.")
-            if name == here and args.judge_gpus and gpus > args.gpus_per_node:
+            if n["NodeID"] == here and args.judge_gpus and gpus > args.gpus_per_node:
                 raise Refused(
                     f"{args.stage}: Ray on this node ({name}) offers {gpus} GPUs, so verl may place workers on the judge's"
                     f" GPU(s) JUDGE_GPUS={args.judge_gpus}. Restart it without them: ray stop; CUDA_VISIBLE_DEVICES="

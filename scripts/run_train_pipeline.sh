@@ -21,7 +21,8 @@
 # refuses when the free space is clearly short (DISK_CHECK=0 skips that).
 # Every stage skips work whose complete outputs exist, so a rerun after a failure or Ctrl-C
 # continues where it stopped (an interrupted SFT or GRPO run resumes from its last checkpoint).
-# Several nodes (NNODES > 1, a Ray cluster up, MASTER_ADDR the head's address): GRPO spans them,
+# Several nodes (NNODES > 1, N_GPUS_PER_NODE, a Ray cluster up and named by RAY_ADDRESS, MASTER_ADDR
+# the head's address; see scripts/train/grpo.sh --help): GRPO spans them,
 # the judge binds the head's address with a token (see scripts/train/grpo.sh), SFT and evaluation
 # run on this node. Everything this script started (judge, Ray, vLLM) is stopped on exit. Settings below, and
 # every setting of sft.sh, grpo.sh, the data and evaluation drivers by the same names, come from

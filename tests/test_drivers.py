@@ -341,3 +341,53 @@ def test_generation_defaults_to_hf_on_a_gpu_without_vllm(tmp_path):
         assert "vLLM is not installed" in done.stderr
         with_vllm = run(script, gpu, args=args)
         assert with_vllm.returncode == 0 and "--backend vllm" in with_vllm.stdout and "vLLM is not installed" not in with_vllm.stderr
+
+
+@pytest.mark.slow
+def test_nodes_check_against_a_local_ray_cluster(tmp_path):
+    """preflight.py nodes against a real one-node Ray cluster on loopback (declaring 2 GPUs): its
+    Ray task answers for the dirs (shared, as they are one filesystem), and the settings a cluster
+    cannot serve are refused: more nodes than it has, a node offering the judge's GPUs."""
+    import signal
+    import tempfile
+    import time
+
+    from helpers import free_port
+
+    ray_cli = Path(sys.executable).with_name("ray")
+    temp_dir = tempfile.mkdtemp(prefix="/tmp/ray_")  # Ray's socket paths must stay short
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    env = {**os.environ, "RAY_memory_monitor_refresh_ms": "0"}
+    # --block: the head and everything it starts live in this test's own session, stopped by its id.
+    head = subprocess.Popen([ray_cli, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+                             "--num-cpus=1", "--num-gpus=2", f"--temp-dir={temp_dir}", "--include-dashboard=false",
+                             "--disable-usage-stats"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while subprocess.run([ray_cli, "status", f"--address={address}"], capture_output=True, env=env).returncode:
+            assert head.poll() is None and time.time() < deadline, "the local Ray head did not start"
+            time.sleep(2)
+
+        def nodes(*args):
+            return subprocess.run([sys.executable, REPO / "scripts/preflight.py", "nodes", "--stage", "GRPO", "--address", address,
+                                   *args], capture_output=True, text=True, env=env, timeout=180)
+
+        dirs = [str(tmp_path / "ck"), str(tmp_path / "data")]
+        ok = nodes("--nnodes", "1", "--gpus_per_node", "2", "--dirs", *dirs)
+        assert ok.returncode == 0, ok.stderr[-2000:]
+        assert f"1 Ray node(s), 2 GPU(s) each for training; {', '.join(dirs)} shared by all" in ok.stdout
+        assert [list(Path(d).iterdir()) for d in dirs] == [[], []]  # the marks are gone
+        judge = nodes("--nnodes", "1", "--gpus_per_node", "1", "--judge_gpus", "7", "--training_gpu_ids", "0", "--dirs", *dirs)
+        assert judge.returncode == 3 and "may place workers on the judge's GPU(s) JUDGE_GPUS=7" in judge.stderr
+        assert "CUDA_VISIBLE_DEVICES=0 ray start --head --num-gpus=1" in judge.stderr
+        two = nodes("--nnodes", "2", "--gpus_per_node", "2", "--dirs", *dirs)
+        assert two.returncode == 3 and "has 1 node(s), not NNODES=2" in two.stderr
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+        shutil.rmtree(temp_dir, ignore_errors=True)

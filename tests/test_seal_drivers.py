@@ -3,7 +3,6 @@ settings come from the environment, extra arguments reach the Python entry point
 stop before anything starts."""
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -99,47 +98,6 @@ def test_results_table_driver(tmp_path):
 def test_part_2_help_is_the_header(name):
     done = subprocess.run(["bash", str(GK / name), "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "set -euo" not in done.stdout and "environment" in done.stdout
-
-
-def composed_configs(stdout):
-    """{label: config} from the `--- composed config [label] ---` blocks run_verl prints under DRY_RUN."""
-    import yaml
-
-    blocks = re.findall(r"--- composed config \[(.+?)\] ---\n(.*?)--- end composed config", stdout, re.S)
-    return [(label, yaml.safe_load(body)) for label, body in blocks]
-
-
-def test_pipeline_dry_run_on_a_gpu_node_composes_valid_verl_configs(tmp_path):
-    """PAST_DEVICE=gpu with 8 GPUs, Qwen2.5-7B and the hub data: Hydra composes every round's SFT
-    (the raw-text dataset class) and GRPO (the pass-through template, the squad grader, 64-token
-    responses) config, and the evaluation's groups are spread over the four GPU pairs."""
-    done = driver("run_squad_pipeline.sh", PAST_DEVICE="gpu", CUDA_VISIBLE_DEVICES="0,1,2,3,4,5,6,7", K=2,
-                  DATA_ROOT=tmp_path / "data", CKPT_ROOT=tmp_path / "ck", RESULTS_DIR=tmp_path / "res", LOG_DIR=tmp_path / "logs")
-    assert done.returncode == 0, done.stderr[-3000:]
-    configs = composed_configs(done.stdout)
-    assert [label for label, _ in configs] == ["sft passage 1 stage 1", "grpo passage 0", "sft passage 2 stage 1", "grpo passage 0"]
-    template = (GK / "raw_prompt.jinja").read_text()
-    for k, (_, sft), (_, grpo) in ((1, *configs[0:2]), (2, *configs[2:4])):
-        round_dir = tmp_path / "ck" / "squad_rounds" / f"round{k}"
-        assert sft["data"]["custom_cls"] == {"path": "pkg://seal_squad.sft_dataset", "name": "RawTextSFTDataset"}
-        assert sft["data"]["train_files"] == str(round_dir / "data" / "stage1_sft.parquet") and sft["data"]["pad_mode"] == "no_padding"
-        assert sft["model"]["path"] == str(tmp_path / "ck" / "base" / "Qwen2.5-7B") and sft["model"]["lora_rank"] == 0
-        assert sft["trainer"]["n_gpus_per_node"] == 8 and sft["trainer"]["device"] == "cuda"
-        assert grpo["actor_rollout_ref"]["model"]["custom_chat_template"] == template
-        assert grpo["actor_rollout_ref"]["model"]["path"] == str(round_dir / ("stage1/final" if k == 1 else "start"))
-        assert grpo["reward"]["custom_reward_function"]["reward_kwargs"]["grader"] == "squad"
-        assert grpo["data"]["max_response_length"] == 64 and grpo["actor_rollout_ref"]["rollout"]["name"] == "vllm"
-        assert grpo["trainer"]["n_gpus_per_node"] == 8 and grpo["algorithm"]["adv_estimator"] == "grpo"
-    # Round 2 starts from sft_2 + ALPHA * v_1.
-    v1 = tmp_path / "ck" / "squad_rounds" / "round1" / "skill_vector.safetensors"
-    assert f"inherit_weight.py --skill_vector {v1} --alpha 1.0 --target_models {tmp_path}/ck/squad_rounds/round2/stage1/final" in done.stdout
-    # The evaluation: six server groups on four pairs, in two waves; the PaST row on pair 2:3.
-    groups = [line for line in done.stdout.splitlines() if line.startswith("DRY_RUN: env VLLM_GPUS=")]
-    assert [re.search(r"VLLM_GPUS=(\d) TTT_GPU=(\d)", g).groups() for g in groups] == \
-        [("0", "1"), ("2", "3"), ("4", "5"), ("6", "7"), ("0", "1"), ("2", "3")]
-    assert "CONDITIONS=base\\ passage\\ implications" in groups[0]
-    assert "SKILL_ORDER=post" in groups[1] and "RUN_SUFFIX=_K2_a1.0_post" in groups[1] and "ALPHA=1.0" in groups[1]
-    assert "SKILL_ORDER=pre" in groups[4] and "round1/skill_vector.safetensors" in groups[5]
 
 
 @pytest.mark.parametrize("name, settings, message", [

@@ -26,7 +26,8 @@
 # GPUs (one node): implications and the gate on the first GPU (vLLM), SFT and GRPO on all GPUs but
 # JUDGE_GPUS, the evaluation on EVAL_GPU_PAIRS "vLLM GPU:TTT GPU" pairs, one server pair each
 # (default every two GPUs form a pair), the rows' groups spread over the pairs. On a CPU everything
-# runs one after the other.
+# runs one after the other. NNODES > 1: GRPO spans the nodes as scripts/train/grpo.sh does (a Ray
+# cluster named by RAY_ADDRESS, N_GPUS_PER_NODE); everything else runs on this node.
 # Every stage skips work whose complete outputs exist, so a rerun after a failure or Ctrl-C
 # continues where it stopped (interrupted SFT/GRPO runs resume from their last checkpoint,
 # interrupted evaluations after their last passage). Everything this script starts (judge, Ray,

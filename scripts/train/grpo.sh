@@ -11,10 +11,18 @@
 #   passage_id=2 ROLLOUT_N=16 bash scripts/train/grpo.sh trainer.total_training_steps=50
 #   DRY_RUN=1 bash scripts/train/grpo.sh                            # print the command + composed config
 # Several nodes: a Ray cluster first (`ray start --head` on the head node, `ray start
-# --address=<head>:6379` on the others), a judge every node reaches, then on the head node:
-#   RAY_ADDRESS=auto NNODES=2 MASTER_ADDR=<head address> bash scripts/train/grpo.sh
+# --address=<head>:6379` on the others; on a node with JUDGE_GPUS leave them out of Ray:
+# `CUDA_VISIBLE_DEVICES=<the others> ray start ... --num-gpus=<their count>`), a judge every node
+# reaches, then on the head node:
+#   RAY_ADDRESS=auto NNODES=2 N_GPUS_PER_NODE=8 MASTER_ADDR=<head address> bash scripts/train/grpo.sh
 # The workers then use JUDGE_URL=http://<MASTER_ADDR>:$JUDGE_PORT (or the JUDGE_URL you set; a
 # loopback one is refused) and JUDGE_TOKEN_FILE (default outputs/judge_token, shared filesystem).
+# Before training, scripts/preflight.py nodes checks the cluster (NNODES nodes with N_GPUS_PER_NODE
+# GPUs each, none of this node's JUDGE_GPUS) and, with a Ray task per node, that the run, model and
+# data dirs are one shared filesystem.
+# On GPUs a one-line GPU-memory estimate per GPU is printed first (actor, reference, vLLM's share;
+# scripts/preflight.py gpu); a run that clearly cannot fit is refused, naming more GPUs, LoRA and
+# offload as fixes. MODEL (the start model's base) sizes it until START_MODEL exists.
 #
 # The judge must be an LLM judge: a judge running the lexical (word-overlap) backend is refused
 # unless JUDGE_BACKEND=lexical names it. Batch sizes fit the prompts verl keeps (it drops those

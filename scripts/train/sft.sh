@@ -11,7 +11,8 @@
 #   N_GPUS_PER_NODE=8 bash scripts/train/sft.sh optim.weight_decay=0.05   # trailing args: Hydra overrides
 #   DRY_RUN=1 bash scripts/train/sft.sh                             # print commands + composed configs
 # Several nodes (torchrun rendezvous; CKPT_DIR on a filesystem every node sees): on every node
-#   NNODES=2 NODE_RANK=<0|1> MASTER_ADDR=<node0 address> bash scripts/train/sft.sh
+#   NNODES=2 N_GPUS_PER_NODE=8 NODE_RANK=<0|1> MASTER_ADDR=<node0 address> bash scripts/train/sft.sh
+# (MASTER_ADDR and N_GPUS_PER_NODE are required there, the same on every node).
 # Node 0 records each stage's final model; the other nodes wait for stage 1's (STAGE_WAIT_S).
 #
 # Batch sizes fit the data: verl drops the last partial batch of every epoch, so a set with fewer
