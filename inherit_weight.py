@@ -25,6 +25,7 @@ import math
 import re
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from tqdm import tqdm
 from checkpoint_io import (EMBED_SUFFIX, LM_HEAD, CheckpointError, CheckpointReader, ModelOutput,
                            architecture, check_architecture, check_finite, check_output_paths, check_same_names,
                            check_same_tensors, computed_tensors, effective_names, numel, one_line_errors, parse_size,
-                           write_models)
+                           usable_cores, write_models)
 
 BLOCK_ELEMENTS = 2**18  # elements per float32 compute step: 1 MB buffers that stay in the CPU cache
 
@@ -211,11 +212,20 @@ def plan_target(skill, target_dir, output_dir, exclude, shared_vocab_rows):
 
 class Transfer:
     """The computation of one run, for checkpoint_io's pipelines: `tensors()` says what to read,
-    `compute` turns one chunk of the skill's and the targets' tensors into the outputs' chunks."""
+    `compute` turns one chunk of the skill's and the targets' tensors into the outputs' chunks.
+
+    In stream_chunks, where torch runs on one thread (its OpenMP workers would spin against the
+    pipeline's reader and writer threads), a chunk's blocks are split into contiguous runs, one per
+    usable core, computed in worker threads (torch releases the GIL) with their own buffers; elsewhere
+    (computed_tensors) torch's own threads use the cores. Each element sees the same operations either
+    way and the statistics are summed in block order, so nothing depends on the core count. Close it
+    (or use `with`) to stop the workers."""
 
     def __init__(self, skill, plans):
         self.skill, self.plans = skill, plans
-        self.delta, self.scratch, self.work = (torch.empty(BLOCK_ELEMENTS) for _ in range(3))
+        self.threads = usable_cores()
+        self.buffers = [tuple(torch.empty(BLOCK_ELEMENTS) for _ in range(3)) for _ in range(self.threads)]
+        self.pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None
         self.sumsq, self.changed = [0.0] * len(plans), [set() for _ in plans]
 
     def tensors(self):
@@ -239,25 +249,53 @@ class Transfer:
                 if t.dtype.is_floating_point:
                     check_finite(t[a:], f"{name} (target {plan.reader.path})")
                 results[-1][a * t.element_size():].copy_(t.view(torch.uint8)[a * t.element_size():])
-        for bs in range(0, max(applied), BLOCK_ELEMENTS):
+        starts = list(range(0, max(applied), BLOCK_ELEMENTS))
+        per_run = max(1, -(-len(starts) // (self.threads if torch.get_num_threads() == 1 else 1)))
+        runs = [(starts[i: i + per_run], buffers) for i, buffers in zip(range(0, len(starts), per_run), self.buffers)]
+        args = (name, start, vector, targets, applied, results)
+        futures = [self.pool.submit(self.compute_blocks, *args, *run) for run in runs[1:]]
+        try:
+            sums = [self.compute_blocks(*args, *runs[0])] if runs else []
+        finally:  # every worker is done with this chunk's buffers before they are passed on
+            wait(futures)
+        for block_sums in sums + [f.result() for f in futures]:
+            for j, value in block_sums:
+                self.sumsq[j] += value
+                if value > 0:
+                    self.changed[j].add(name)
+        return results
+
+    def compute_blocks(self, name, start, vector, targets, applied, results, block_starts, buffers):
+        """out_j = target_j + delta on the blocks at `block_starts`; [(target j, Σ delta²)] in block order."""
+        delta_buffer, scratch, work_buffer = buffers
+        sums = []
+        for bs in block_starts:
             be = min(bs + BLOCK_ELEMENTS, max(applied))
-            delta = self.skill.delta([v[bs:be] for v in vector], self.delta[: be - bs], self.scratch[: be - bs])
+            delta = self.skill.delta([v[bs:be] for v in vector], delta_buffer[: be - bs], scratch[: be - bs])
             sumsq = {}
             for j, (plan, t, a) in enumerate(zip(self.plans, targets, applied)):
                 if a <= bs:
                     continue
                 e = min(be, a)
                 out = results[j].view(t.dtype)[bs:e]
-                work = add_delta(t[bs:e], delta[: e - bs], self.work[: e - bs], out)  # the one cast
+                work = add_delta(t[bs:e], delta[: e - bs], work_buffer[: e - bs], out)  # the one cast
                 check_finite(work, f"{name} (target {plan.reader.path}, elements {start + bs}..{start + e})")
                 if out.dtype not in (torch.float32, torch.bfloat16) and not torch.isfinite(out).all():
                     raise FloatingPointError(f"{name}: the result overflows {out.dtype} (target {plan.reader.path})")
                 if e - bs not in sumsq:
                     sumsq[e - bs] = float(torch.dot(delta[: e - bs], delta[: e - bs]))
-                self.sumsq[j] += sumsq[e - bs]
-                if sumsq[e - bs] > 0:
-                    self.changed[j].add(name)
-        return results
+                sums.append((j, sumsq[e - bs]))
+        return sums
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def inherited_tensors(target_model, skill_vectors, alphas=1.0, exclude=None, shared_vocab_rows=False):
@@ -301,23 +339,22 @@ def stream_inherited(skill, plan):
     """Yield (name, tensor) for every tensor `plan`'s output stores; closes the readers at the end."""
     try:
         layouts = {n: (plan.reader.info(s).dtype, plan.reader.info(s).shape) for n, s in plan.sources.items()}
-        run = Transfer(skill, [plan])
-        yield from computed_tensors(run.tensors(), run.compute, layouts)
+        with Transfer(skill, [plan]) as run:
+            yield from computed_tensors(run.tensors(), run.compute, layouts)
     finally:
         close_plan(skill, plan)
 
 
 def transfer(skill, plans, max_shard_size="5GB", exclude=None, quiet=False):
     """Write every plan's output in one streaming pass; returns the per-target statistics."""
-    run = Transfer(skill, plans)
     outputs = [ModelOutput(plan.output_dir, [(n, plan.reader.info(s).dtype, plan.reader.info(s).shape)
                                              for n, s in plan.sources.items()], plan.reader.model_dir,
                            {"past_transfer": json.dumps({"target_model": str(plan.reader.path.resolve()),
                                                          "skill": skill.provenance, "exclude": exclude})},
                            {"tie_word_embeddings": False} if plan.untie else None) for plan in plans]
     t0 = time.perf_counter()
-    with tqdm(total=sum(p.nbytes for p in plans), unit="B", unit_scale=True, desc="writing", disable=quiet,
-              file=sys.stderr) as progress:
+    with Transfer(skill, plans) as run, tqdm(total=sum(p.nbytes for p in plans), unit="B", unit_scale=True,
+                                             desc="writing", disable=quiet, file=sys.stderr) as progress:
         write_models(outputs, run.tensors(), run.compute, parse_size(max_shard_size), progress.update)
     return [dict(seconds=time.perf_counter() - t0, tensors_changed=len(changed), skill_norm=sumsq ** 0.5)
             for sumsq, changed in zip(run.sumsq, run.changed)]

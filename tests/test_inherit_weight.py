@@ -543,6 +543,34 @@ def test_block_math_is_float32_with_one_cast():
     assert torch.equal(result, rl)
 
 
+def test_tensors_of_many_blocks_are_bit_identical_on_any_core_count(tiny_model, tmp_path, monkeypatch):
+    # Tensors spanning two read chunks and ~20 compute blocks, split over 1 or 3 worker threads:
+    # every byte is the reference formula's (which main's one-thread operator matched bit for bit),
+    # and so are the statistics, summed in block order.
+    shapes = {"model.embed_tokens.weight": (1031, 4099), "model.layers.0.mlp.up_proj.weight": (2500, 1999),
+              "model.norm.weight": (4099,)}
+    g = torch.Generator().manual_seed(0)
+    base = {n: torch.randn(shape, generator=g).to(torch.bfloat16) for n, shape in shapes.items()}
+    states = {"base": base, "rl": {n: (t.float() + 1e-3 * torch.randn(t.shape, generator=g)).to(t.dtype)
+                                   for n, t in base.items()}}
+    for k in range(2):
+        states[f"target{k}"] = {n: (t.float() + 1e-2 * torch.randn(t.shape, generator=g)).to(t.dtype)
+                                for n, t in base.items()}
+    for name, state in states.items():
+        (tmp_path / name).mkdir()
+        shutil.copy(Path(tiny_model) / "config.json", tmp_path / name / "config.json")
+        save_file(state, tmp_path / name / "model.safetensors", metadata={"format": "pt"})
+    summaries = {}
+    for cores in (1, 3):
+        monkeypatch.setattr(inherit_weight, "usable_cores", lambda: cores)
+        outputs = [tmp_path / f"out{cores}_{k}" for k in range(2)]
+        summaries[cores] = inherit([tmp_path / "target0", tmp_path / "target1"], outputs, grpo_model=tmp_path / "rl",
+                                   base_model=tmp_path / "base", alphas=0.7, quiet=True)
+        for k, out in enumerate(outputs):
+            assert_bit_identical(load_state(out), reference(states[f"target{k}"], states["rl"], base, alpha=0.7))
+    assert [s["skill_norm"] for s in summaries[1]] == [s["skill_norm"] for s in summaries[3]]
+
+
 def test_inherited_tensors_are_what_the_cli_writes(models, two_vectors, tmp_path):
     v1, v2 = two_vectors
     tied_vector = tmp_path / "tied.safetensors"
