@@ -11,6 +11,8 @@ whole: any model size runs in well under 1 GB of RAM, bound by the disk.
     python inherit_weight.py --skill_vector A.safetensors B.safetensors --alpha 0.7 0.3 ...  # skill arithmetic
     python inherit_weight.py ... --exclude 'embed_tokens|lm_head'   # keep the target's embeddings
     python inherit_weight.py ... --dry_run                          # checks and plan, writes nothing
+    python inherit_weight.py ... --dry_run --export_mergekit_config past.yml   # the same transfer as a
+        mergekit config (task_arithmetic), to run with: mergekit-yaml past.yml OUT
 
 Inputs: HF model dirs (safetensors, sharded or not, or pytorch_model.bin) or verl checkpoints with
 `actor/huggingface`. Every check runs before anything is written. Each output is a complete HF
@@ -360,13 +362,34 @@ def transfer(skill, plans, max_shard_size="5GB", exclude=None, quiet=False):
             for sumsq, changed in zip(run.sumsq, run.changed)]
 
 
+def mergekit_config(skill, plan, grpo_model, base_model, exclude, shared_vocab_rows):
+    """The transfer as mergekit's task_arithmetic, a YAML text for `mergekit-yaml FILE OUT`:
+    base + λ·(rl − base) + 1·(target − base) = target + λ·(rl − base), computed in float32."""
+    refused = ("--skill_vector (mergekit merges models: give --grpo_model/--base_model)" if not grpo_model else
+               "--exclude" if exclude else "--shared_vocab_rows" if shared_vocab_rows else
+               "a tied target that the skill unties" if plan.untie else None)
+    if refused:
+        raise TransferError(f"--export_mergekit_config cannot express {refused}; export without it")
+    dtypes = [plan.reader.info(s).dtype for s in plan.sources.values() if plan.reader.info(s).dtype.is_floating_point]
+    out_dtype = str(max(set(dtypes), key=dtypes.count)).removeprefix("torch.")
+    path = {role: json.dumps(str(reader.model_dir.resolve())) for role, reader in
+            (("rl", skill.streams[0]), ("base", skill.streams[1]), ("target", plan.reader))}
+    return (f"# inherit_weight.py's transfer as mergekit task_arithmetic: base + {skill.alphas[0]!r}·(rl − base) + "
+            f"1·(target − base)\n# = target + {skill.alphas[0]!r}·(rl − base). Run: mergekit-yaml THIS_FILE OUT_DIR\n"
+            f"merge_method: task_arithmetic\nbase_model: {path['base']}\nmodels:\n"
+            f"  - model: {path['rl']}\n    parameters:\n      weight: {skill.alphas[0]!r}\n"
+            f"  - model: {path['target']}\n    parameters:\n      weight: 1.0\n"
+            f"dtype: float32\nout_dtype: {out_dtype}\n")
+
+
 # ----------------------------------------------------------------------------------------------
 # Entry point
 
 def inherit(target_models, output_dirs, grpo_model=None, base_model=None, skill_vectors=(), alphas=1.0,
             exclude=None, overwrite=False, dry_run=False, shared_vocab_rows=False, max_shard_size="5GB",
-            quiet=False):
+            quiet=False, export_mergekit_config=None):
     """Write target + Σ_k alphas[k]·skill_k for every target; all checks run before anything is written.
+    `export_mergekit_config`: also write the same transfer as a mergekit config there (one target).
     Returns one summary dict per target (the plan without numbers when dry_run)."""
     if len(target_models) != len(output_dirs) or not target_models:
         raise TransferError(f"{len(target_models)} target models but {len(output_dirs)} output dirs; "
@@ -377,7 +400,14 @@ def inherit(target_models, output_dirs, grpo_model=None, base_model=None, skill_
         for target_dir, output_dir in zip(target_models, output_dirs):
             plans.append(plan_target(skill, target_dir, output_dir, exclude, shared_vocab_rows))
         inputs = [reader.path for reader in skill.streams] + [plan.reader.path for plan in plans]
-        check_output_paths([plan.output_dir for plan in plans], inputs, overwrite)
+        check_output_paths([plan.output_dir for plan in plans] + ([export_mergekit_config] if export_mergekit_config
+                                                                  else []), inputs, overwrite)
+        if export_mergekit_config:
+            if len(plans) != 1:
+                raise TransferError(f"--export_mergekit_config: {len(plans)} targets, but a mergekit config makes "
+                                    "one output; export with one target per run")
+            config = mergekit_config(skill, plans[0], grpo_model, base_model, exclude, shared_vocab_rows)
+            Path(export_mergekit_config).write_text(config)
         results = [{} for _ in plans] if dry_run else transfer(skill, plans, max_shard_size, exclude, quiet)
         return [dict(target=str(p.reader.path), output=str(p.output_dir), alpha=skill.alphas,
                      tensors=len(p.sources), tensors_receiving=sum(1 for v in p.apply.values() if v),
@@ -419,11 +449,15 @@ def main(argv=None):
                         "(only when those token ids mean the same in both tokenizers)")
     parser.add_argument("--max_shard_size", default="5GB", help="output shard size (default 5GB, as huggingface_hub)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output dirs (after success)")
-    parser.add_argument("--dry_run", action="store_true", help="run all checks and print the plan; write nothing")
+    parser.add_argument("--dry_run", action="store_true", help="run all checks and print the plan; write nothing "
+                        "(but the --export_mergekit_config file)")
+    parser.add_argument("--export_mergekit_config", metavar="FILE",
+                        help="also write this transfer as a mergekit task_arithmetic config (YAML, one target; "
+                        "run it with: mergekit-yaml FILE OUT_DIR)")
     args = parser.parse_args(argv)
     summaries = inherit(args.target_models, args.output_dirs, args.grpo_model, args.base_model,
                         args.skill_vector, args.alpha, args.exclude, args.overwrite, args.dry_run,
-                        args.shared_vocab_rows, args.max_shard_size)
+                        args.shared_vocab_rows, args.max_shard_size, export_mergekit_config=args.export_mergekit_config)
     for s in summaries:
         print(format_summary(s))
     return 0
