@@ -72,6 +72,11 @@ def one_line_errors(main):
     return run
 
 
+def usable_cores():
+    """The CPU cores this process may run on (its affinity mask: a container's or taskset's share)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def numel(shape):
     """Number of elements of a tensor of this shape (1 for a scalar)."""
     return math.prod(shape)
@@ -650,8 +655,9 @@ def stream_chunks(tensors, compute, writers, on_write=None, in_flight=3):
             free.put(buffers)
 
     torch_threads = torch.get_num_threads()
-    # One compute thread: the reader and writer need the other cores, and with cache-sized blocks
-    # one core keeps up with the disk.
+    # torch on one thread: its OpenMP workers spin-wait, and beside the reader and writer threads
+    # that cost 4-10x the wall time on 2 cores. A compute that wants more cores runs its own
+    # threads (inherit_weight.Transfer: one per usable core).
     torch.set_num_threads(1)
     threads = [threading.Thread(target=read_loop, daemon=True), threading.Thread(target=write_loop, daemon=True)]
     try:

@@ -11,6 +11,8 @@ whole: any model size runs in well under 1 GB of RAM, bound by the disk.
     python inherit_weight.py --skill_vector A.safetensors B.safetensors --alpha 0.7 0.3 ...  # skill arithmetic
     python inherit_weight.py ... --exclude 'embed_tokens|lm_head'   # keep the target's embeddings
     python inherit_weight.py ... --dry_run                          # checks and plan, writes nothing
+    python inherit_weight.py ... --dry_run --export_mergekit_config past.yml   # the same transfer as a
+        mergekit config (task_arithmetic), to run with: mergekit-yaml past.yml OUT
 
 Inputs: HF model dirs (safetensors, sharded or not, or pytorch_model.bin) or verl checkpoints with
 `actor/huggingface`. Every check runs before anything is written. Each output is a complete HF
@@ -25,6 +27,7 @@ import math
 import re
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +37,7 @@ from tqdm import tqdm
 from checkpoint_io import (EMBED_SUFFIX, LM_HEAD, CheckpointError, CheckpointReader, ModelOutput,
                            architecture, check_architecture, check_finite, check_output_paths, check_same_names,
                            check_same_tensors, computed_tensors, effective_names, numel, one_line_errors, parse_size,
-                           write_models)
+                           usable_cores, write_models)
 
 BLOCK_ELEMENTS = 2**18  # elements per float32 compute step: 1 MB buffers that stay in the CPU cache
 
@@ -211,11 +214,20 @@ def plan_target(skill, target_dir, output_dir, exclude, shared_vocab_rows):
 
 class Transfer:
     """The computation of one run, for checkpoint_io's pipelines: `tensors()` says what to read,
-    `compute` turns one chunk of the skill's and the targets' tensors into the outputs' chunks."""
+    `compute` turns one chunk of the skill's and the targets' tensors into the outputs' chunks.
+
+    In stream_chunks, where torch runs on one thread (its OpenMP workers would spin against the
+    pipeline's reader and writer threads), a chunk's blocks are split into contiguous runs, one per
+    usable core, computed in worker threads (torch releases the GIL) with their own buffers; elsewhere
+    (computed_tensors) torch's own threads use the cores. Each element sees the same operations either
+    way and the statistics are summed in block order, so nothing depends on the core count. Close it
+    (or use `with`) to stop the workers."""
 
     def __init__(self, skill, plans):
         self.skill, self.plans = skill, plans
-        self.delta, self.scratch, self.work = (torch.empty(BLOCK_ELEMENTS) for _ in range(3))
+        self.threads = usable_cores()
+        self.buffers = [tuple(torch.empty(BLOCK_ELEMENTS) for _ in range(3)) for _ in range(self.threads)]
+        self.pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None
         self.sumsq, self.changed = [0.0] * len(plans), [set() for _ in plans]
 
     def tensors(self):
@@ -239,25 +251,53 @@ class Transfer:
                 if t.dtype.is_floating_point:
                     check_finite(t[a:], f"{name} (target {plan.reader.path})")
                 results[-1][a * t.element_size():].copy_(t.view(torch.uint8)[a * t.element_size():])
-        for bs in range(0, max(applied), BLOCK_ELEMENTS):
+        starts = list(range(0, max(applied), BLOCK_ELEMENTS))
+        per_run = max(1, -(-len(starts) // (self.threads if torch.get_num_threads() == 1 else 1)))
+        runs = [(starts[i: i + per_run], buffers) for i, buffers in zip(range(0, len(starts), per_run), self.buffers)]
+        args = (name, start, vector, targets, applied, results)
+        futures = [self.pool.submit(self.compute_blocks, *args, *run) for run in runs[1:]]
+        try:
+            sums = [self.compute_blocks(*args, *runs[0])] if runs else []
+        finally:  # every worker is done with this chunk's buffers before they are passed on
+            wait(futures)
+        for block_sums in sums + [f.result() for f in futures]:
+            for j, value in block_sums:
+                self.sumsq[j] += value
+                if value > 0:
+                    self.changed[j].add(name)
+        return results
+
+    def compute_blocks(self, name, start, vector, targets, applied, results, block_starts, buffers):
+        """out_j = target_j + delta on the blocks at `block_starts`; [(target j, Σ delta²)] in block order."""
+        delta_buffer, scratch, work_buffer = buffers
+        sums = []
+        for bs in block_starts:
             be = min(bs + BLOCK_ELEMENTS, max(applied))
-            delta = self.skill.delta([v[bs:be] for v in vector], self.delta[: be - bs], self.scratch[: be - bs])
+            delta = self.skill.delta([v[bs:be] for v in vector], delta_buffer[: be - bs], scratch[: be - bs])
             sumsq = {}
             for j, (plan, t, a) in enumerate(zip(self.plans, targets, applied)):
                 if a <= bs:
                     continue
                 e = min(be, a)
                 out = results[j].view(t.dtype)[bs:e]
-                work = add_delta(t[bs:e], delta[: e - bs], self.work[: e - bs], out)  # the one cast
+                work = add_delta(t[bs:e], delta[: e - bs], work_buffer[: e - bs], out)  # the one cast
                 check_finite(work, f"{name} (target {plan.reader.path}, elements {start + bs}..{start + e})")
                 if out.dtype not in (torch.float32, torch.bfloat16) and not torch.isfinite(out).all():
                     raise FloatingPointError(f"{name}: the result overflows {out.dtype} (target {plan.reader.path})")
                 if e - bs not in sumsq:
                     sumsq[e - bs] = float(torch.dot(delta[: e - bs], delta[: e - bs]))
-                self.sumsq[j] += sumsq[e - bs]
-                if sumsq[e - bs] > 0:
-                    self.changed[j].add(name)
-        return results
+                sums.append((j, sumsq[e - bs]))
+        return sums
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def inherited_tensors(target_model, skill_vectors, alphas=1.0, exclude=None, shared_vocab_rows=False):
@@ -301,26 +341,45 @@ def stream_inherited(skill, plan):
     """Yield (name, tensor) for every tensor `plan`'s output stores; closes the readers at the end."""
     try:
         layouts = {n: (plan.reader.info(s).dtype, plan.reader.info(s).shape) for n, s in plan.sources.items()}
-        run = Transfer(skill, [plan])
-        yield from computed_tensors(run.tensors(), run.compute, layouts)
+        with Transfer(skill, [plan]) as run:
+            yield from computed_tensors(run.tensors(), run.compute, layouts)
     finally:
         close_plan(skill, plan)
 
 
 def transfer(skill, plans, max_shard_size="5GB", exclude=None, quiet=False):
     """Write every plan's output in one streaming pass; returns the per-target statistics."""
-    run = Transfer(skill, plans)
     outputs = [ModelOutput(plan.output_dir, [(n, plan.reader.info(s).dtype, plan.reader.info(s).shape)
                                              for n, s in plan.sources.items()], plan.reader.model_dir,
                            {"past_transfer": json.dumps({"target_model": str(plan.reader.path.resolve()),
                                                          "skill": skill.provenance, "exclude": exclude})},
                            {"tie_word_embeddings": False} if plan.untie else None) for plan in plans]
     t0 = time.perf_counter()
-    with tqdm(total=sum(p.nbytes for p in plans), unit="B", unit_scale=True, desc="writing", disable=quiet,
-              file=sys.stderr) as progress:
+    with Transfer(skill, plans) as run, tqdm(total=sum(p.nbytes for p in plans), unit="B", unit_scale=True,
+                                             desc="writing", disable=quiet, file=sys.stderr) as progress:
         write_models(outputs, run.tensors(), run.compute, parse_size(max_shard_size), progress.update)
     return [dict(seconds=time.perf_counter() - t0, tensors_changed=len(changed), skill_norm=sumsq ** 0.5)
             for sumsq, changed in zip(run.sumsq, run.changed)]
+
+
+def mergekit_config(skill, plan, grpo_model, base_model, exclude, shared_vocab_rows):
+    """The transfer as mergekit's task_arithmetic, a YAML text for `mergekit-yaml FILE OUT`:
+    base + λ·(rl − base) + 1·(target − base) = target + λ·(rl − base), computed in float32."""
+    refused = ("--skill_vector (mergekit merges models: give --grpo_model/--base_model)" if not grpo_model else
+               "--exclude" if exclude else "--shared_vocab_rows" if shared_vocab_rows else
+               "a tied target that the skill unties" if plan.untie else None)
+    if refused:
+        raise TransferError(f"--export_mergekit_config cannot express {refused}; export without it")
+    dtypes = [plan.reader.info(s).dtype for s in plan.sources.values() if plan.reader.info(s).dtype.is_floating_point]
+    out_dtype = str(max(set(dtypes), key=dtypes.count)).removeprefix("torch.")
+    path = {role: json.dumps(str(reader.model_dir.resolve())) for role, reader in
+            (("rl", skill.streams[0]), ("base", skill.streams[1]), ("target", plan.reader))}
+    return (f"# inherit_weight.py's transfer as mergekit task_arithmetic: base + {skill.alphas[0]!r}·(rl − base) + "
+            f"1·(target − base)\n# = target + {skill.alphas[0]!r}·(rl − base). Run: mergekit-yaml THIS_FILE OUT_DIR\n"
+            f"merge_method: task_arithmetic\nbase_model: {path['base']}\nmodels:\n"
+            f"  - model: {path['rl']}\n    parameters:\n      weight: {skill.alphas[0]!r}\n"
+            f"  - model: {path['target']}\n    parameters:\n      weight: 1.0\n"
+            f"dtype: float32\nout_dtype: {out_dtype}\n")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -328,8 +387,9 @@ def transfer(skill, plans, max_shard_size="5GB", exclude=None, quiet=False):
 
 def inherit(target_models, output_dirs, grpo_model=None, base_model=None, skill_vectors=(), alphas=1.0,
             exclude=None, overwrite=False, dry_run=False, shared_vocab_rows=False, max_shard_size="5GB",
-            quiet=False):
+            quiet=False, export_mergekit_config=None):
     """Write target + Σ_k alphas[k]·skill_k for every target; all checks run before anything is written.
+    `export_mergekit_config`: also write the same transfer as a mergekit config there (one target).
     Returns one summary dict per target (the plan without numbers when dry_run)."""
     if len(target_models) != len(output_dirs) or not target_models:
         raise TransferError(f"{len(target_models)} target models but {len(output_dirs)} output dirs; "
@@ -340,7 +400,14 @@ def inherit(target_models, output_dirs, grpo_model=None, base_model=None, skill_
         for target_dir, output_dir in zip(target_models, output_dirs):
             plans.append(plan_target(skill, target_dir, output_dir, exclude, shared_vocab_rows))
         inputs = [reader.path for reader in skill.streams] + [plan.reader.path for plan in plans]
-        check_output_paths([plan.output_dir for plan in plans], inputs, overwrite)
+        check_output_paths([plan.output_dir for plan in plans] + ([export_mergekit_config] if export_mergekit_config
+                                                                  else []), inputs, overwrite)
+        if export_mergekit_config:
+            if len(plans) != 1:
+                raise TransferError(f"--export_mergekit_config: {len(plans)} targets, but a mergekit config makes "
+                                    "one output; export with one target per run")
+            config = mergekit_config(skill, plans[0], grpo_model, base_model, exclude, shared_vocab_rows)
+            Path(export_mergekit_config).write_text(config)
         results = [{} for _ in plans] if dry_run else transfer(skill, plans, max_shard_size, exclude, quiet)
         return [dict(target=str(p.reader.path), output=str(p.output_dir), alpha=skill.alphas,
                      tensors=len(p.sources), tensors_receiving=sum(1 for v in p.apply.values() if v),
@@ -382,11 +449,15 @@ def main(argv=None):
                         "(only when those token ids mean the same in both tokenizers)")
     parser.add_argument("--max_shard_size", default="5GB", help="output shard size (default 5GB, as huggingface_hub)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output dirs (after success)")
-    parser.add_argument("--dry_run", action="store_true", help="run all checks and print the plan; write nothing")
+    parser.add_argument("--dry_run", action="store_true", help="run all checks and print the plan; write nothing "
+                        "(but the --export_mergekit_config file)")
+    parser.add_argument("--export_mergekit_config", metavar="FILE",
+                        help="also write this transfer as a mergekit task_arithmetic config (YAML, one target; "
+                        "run it with: mergekit-yaml FILE OUT_DIR)")
     args = parser.parse_args(argv)
     summaries = inherit(args.target_models, args.output_dirs, args.grpo_model, args.base_model,
                         args.skill_vector, args.alpha, args.exclude, args.overwrite, args.dry_run,
-                        args.shared_vocab_rows, args.max_shard_size)
+                        args.shared_vocab_rows, args.max_shard_size, export_mergekit_config=args.export_mergekit_config)
     for s in summaries:
         print(format_summary(s))
     return 0

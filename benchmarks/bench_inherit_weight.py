@@ -4,7 +4,8 @@ Builds a synthetic checkpoint with real model shapes (random bf16 weights; base,
 small delta, and targets), then runs each method in its own child process under
 `/usr/bin/time -v` (peak RSS as the kernel counts it, page cache of memory-mapped files
 included) and prints wall time, peak RSS and GB/s (bytes read + written per second), the median
-over --repeats runs, and ratios against the I/O floor measured in the same run:
+over --repeats runs, and ratios against the I/O floor measured in the same run, once with a cold
+and once with a warm page cache for the inputs (--cache):
 
   io_floor_1 / io_floor_4   read rl, base and the targets with `cat`, write each output as a plain
                             file copy + fsync (what any tool must do at least)
@@ -16,17 +17,22 @@ over --repeats runs, and ratios against the I/O floor measured in the same run:
                             `git worktree` of main), to see what a change does to speed; its
                             output is compared bit for bit with operator_1's
 
-Every method starts from a cold cache for the benchmark's own files (posix_fadvise DONTNEED on
-them; other processes' cache is left alone). Methods are interleaved per repetition so that noise
-from other processes spreads evenly. Needs /usr/bin/time (Debian: apt-get install time).
+cold: every method starts with the page cache dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`
+where the benchmark may write it, as root; else posix_fadvise DONTNEED on the benchmark's own
+files; the table says which). warm: the inputs are read once before the method starts, so they
+sit in the page cache, as right after training. Modes and methods are interleaved per
+repetition so that noise from other processes spreads evenly. Needs /usr/bin/time (Debian:
+apt-get install time).
 
     python benchmarks/bench_inherit_weight.py                   # Qwen2.5-1.5B shapes, 3 repetitions
+    python benchmarks/bench_inherit_weight.py --cache warm --methods io_floor_1 operator_1 io_floor_4 operator_4
     python benchmarks/bench_inherit_weight.py --shapes 7b --methods io_floor_1 operator_1
     git worktree add /tmp/before main && python benchmarks/bench_inherit_weight.py \
         --methods io_floor_1 baseline_1 operator_1 --baseline_repo /tmp/before --repeats 5
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -106,7 +112,12 @@ def build_checkpoints(workdir, shapes, n_targets):
 
 
 def drop_cache(paths):
-    """Evict our own files from the page cache (clean pages), so every method starts cold."""
+    """Empty the page cache (all of it where we may, else our own files' clean pages), so the
+    method starts cold; returns how."""
+    os.sync()
+    with contextlib.suppress(OSError):
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return "drop_caches"
     for root in paths:
         for f in Path(root).rglob("*"):
             if f.is_file():
@@ -115,6 +126,14 @@ def drop_cache(paths):
                     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
                 finally:
                     os.close(fd)
+    return "posix_fadvise DONTNEED on the benchmark's files"
+
+
+def warm_cache(paths):
+    """Read the inputs once, so they sit in the page cache (as right after training)."""
+    subprocess.run(["cat"] + [str(f) for root in paths for f in sorted(Path(root).rglob("*")) if f.is_file()],
+                   stdout=subprocess.DEVNULL, check=True)
+    return "inputs read once before"
 
 
 def dir_bytes(path):
@@ -158,13 +177,15 @@ def child_operator(rl, base, targets, outputs):
     inherit(targets, outputs, grpo_model=rl, base_model=base, quiet=True)
 
 
-def run_child(method, dirs, workdir, n_targets, baseline_repo=None):
-    """Run one method in a child under /usr/bin/time -v; returns (wall s, peak RSS bytes, bytes moved)."""
+def run_child(method, dirs, workdir, n_targets, cache, baseline_repo=None):
+    """Run one method in a child under /usr/bin/time -v, the inputs' page cache `cache` (cold/warm);
+    returns (wall s, peak RSS bytes, bytes moved, output dirs, how the cache was set)."""
     targets = [str(dirs[f"target{k}"]) for k in range(n_targets)]
     outputs = [str(workdir / "out" / f"{method}_{k}") for k in range(n_targets)]
     shutil.rmtree(workdir / "out", ignore_errors=True)
     (workdir / "out").mkdir()
-    drop_cache(dirs.values())
+    inputs = [dirs["rl"], dirs["base"]] + targets
+    cache_how = drop_cache(dirs.values()) if cache == "cold" else warm_cache(inputs)
     script, child = __file__, method
     if method.startswith("baseline"):  # the other checkout's own benchmark script runs its operator
         script, child = str(Path(baseline_repo) / "benchmarks" / "bench_inherit_weight.py"), method.replace(
@@ -177,8 +198,8 @@ def run_child(method, dirs, workdir, n_targets, baseline_repo=None):
     if proc.returncode != 0:
         raise RuntimeError(f"{method} failed:\n{proc.stderr[-3000:]}")
     rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1)) * 1024
-    moved = sum(dir_bytes(d) for d in [dirs["rl"], dirs["base"]] + targets) + sum(dir_bytes(o) for o in outputs)
-    return wall, rss, moved, outputs
+    moved = sum(dir_bytes(d) for d in inputs) + sum(dir_bytes(o) for o in outputs)
+    return wall, rss, moved, outputs, cache_how
 
 
 def count_differing_tensors(out_dir, reference_dir):
@@ -199,6 +220,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", choices=sorted(SHAPES), default="1.5b")
     parser.add_argument("--repeats", type=int, default=3, help="runs per method; the median is reported")
+    parser.add_argument("--cache", nargs="+", choices=["cold", "warm"], default=["cold", "warm"],
+                        help="the inputs' page cache when a method starts (default: both, one table each)")
     parser.add_argument("--methods", nargs="+", choices=METHODS + BASELINE_METHODS, default=METHODS)
     parser.add_argument("--baseline_repo", help="another checkout whose operator the baseline_* methods run")
     parser.add_argument("--workdir", default=str(REPO_ROOT / "outputs" / "bench_inherit_weight"),
@@ -238,7 +261,8 @@ def main():
         sys.exit(f"needs ~{need / 1e9:.0f} GB of disk for inputs and outputs, {free / 1e9:.0f} GB free; "
                  "use fewer --methods/targets or another --workdir")
     workdir.mkdir(parents=True)
-    results = {m: [] for m in args.methods}
+    results = {(cache, m): [] for cache in args.cache for m in args.methods}
+    cache_how = {}
     try:
         t0 = time.perf_counter()
         dirs = build_checkpoints(workdir, args.shapes, n_targets)
@@ -246,23 +270,26 @@ def main():
               f"built in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         exactness = {}
         for rep in range(args.repeats):
-            for method in args.methods:
-                if method == "original_fp32":
-                    import psutil
+            for cache in args.cache:
+                for method in args.methods:
+                    if method == "original_fp32":
+                        import psutil
 
-                    if psutil.virtual_memory().available < 6 * per_model * 1.1:
-                        print(f"skipping original_fp32: needs ~{6 * per_model / 1e9:.0f} GB of RAM "
-                              f"(3 models in float32), {psutil.virtual_memory().available / 1e9:.0f} GB available",
-                              file=sys.stderr)
-                        continue
-                n = 4 if method.endswith("_4") else 1
-                wall, rss, moved, outputs = run_child(method, dirs, workdir, n, args.baseline_repo)
-                results[method].append((wall, rss, moved))
-                print(f"rep {rep + 1}/{args.repeats} {method}: {wall:.1f} s, peak RSS {rss / 1e9:.2f} GB", file=sys.stderr)
-                if rep == 0 and method in ("original_bf16", "original_fp32", "operator_1", "baseline_1"):
-                    # The exact reference for target0 is operator_1's output (checked bit-exact by the tests).
+                        if psutil.virtual_memory().available < 6 * per_model * 1.1:
+                            print(f"skipping original_fp32: needs ~{6 * per_model / 1e9:.0f} GB of RAM "
+                                  f"(3 models in float32), {psutil.virtual_memory().available / 1e9:.0f} GB available",
+                                  file=sys.stderr)
+                            continue
+                    n = 4 if method.endswith("_4") else 1
+                    wall, rss, moved, outputs, cache_how[cache] = run_child(method, dirs, workdir, n, cache,
+                                                                            args.baseline_repo)
+                    results[cache, method].append((wall, rss, moved))
+                    print(f"rep {rep + 1}/{args.repeats} {cache} {method}: {wall:.1f} s, peak RSS {rss / 1e9:.2f} GB",
+                          file=sys.stderr)
                     keep = workdir / f"keep_{method}"
-                    shutil.move(outputs[0], keep)
+                    if method in ("original_bf16", "original_fp32", "operator_1", "baseline_1") and not keep.exists():
+                        # The exact reference for target0 is operator_1's output (checked bit-exact by the tests).
+                        shutil.move(outputs[0], keep)
         if (workdir / "keep_operator_1").exists():
             for method in ("original_bf16", "original_fp32", "baseline_1"):
                 if (workdir / f"keep_{method}").exists():
@@ -271,10 +298,20 @@ def main():
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    floor = {m: statistics.median(r[0] for r in results[f"io_floor_{m[-1]}"])
-             for m in args.methods if f"io_floor_{m[-1]}" in results and results[f"io_floor_{m[-1]}"]}
-    print(f"\n{args.shapes} shapes, bf16, {per_model / 1e9:.2f} GB per checkpoint, median of {args.repeats} "
-          f"(cold cache for the benchmark's files; shared machine: figures are noisy)\n")
+    for cache in args.cache:
+        print_table(args, cache, cache_how.get(cache, ""), {m: results[cache, m] for m in args.methods}, exactness,
+                    per_model)
+
+
+def median_wall(runs):
+    return statistics.median(r[0] for r in runs)
+
+
+def print_table(args, cache, cache_how, results, exactness, per_model):
+    """One markdown table of the `cache` (cold/warm) runs, and the ratios between methods."""
+    floor = {m: median_wall(results[f"io_floor_{m[-1]}"]) for m in args.methods if results.get(f"io_floor_{m[-1]}")}
+    print(f"\n{args.shapes} shapes, bf16, {per_model / 1e9:.2f} GB per checkpoint, median of {args.repeats}, "
+          f"{cache} cache ({cache_how}); shared machine: figures are noisy\n")
     print("| method | targets | wall (s) | min–max (s) | peak RSS (GB) | GB/s (read+write) | × I/O floor | exact |")
     print("|---|---|---|---|---|---|---|---|")
     for method in args.methods:
@@ -294,14 +331,14 @@ def main():
     for method in BASELINE_METHODS:
         operator = method.replace("baseline", "operator")
         if results.get(method) and results.get(operator):
-            r = statistics.median(x[0] for x in results[operator]) / statistics.median(x[0] for x in results[method])
+            r = median_wall(results[operator]) / median_wall(results[method])
             pairs = [o[0] / b[0] for o, b in zip(results[operator], results[method])]
-            print(f"\n{operator} / {method} (this checkout against {args.baseline_repo}): {r:.2f}× in medians; "
-                  f"per repetition {', '.join(f'{p:.2f}' for p in pairs)}")
-    if results.get("operator_1") and results.get("operator_4"):
-        r = statistics.median(x[0] for x in results["operator_4"]) / statistics.median(x[0] for x in results["operator_1"])
-        print(f"\noperator: 4 targets in one run take {r:.2f}× the time of 1 target")
-
+            print(f"\n{cache}: {operator} / {method} (this checkout against {args.baseline_repo}): {r:.2f}× in "
+                  f"medians; per repetition {', '.join(f'{p:.2f}' for p in pairs)}")
+    for prefix in ("operator", "baseline"):
+        if results.get(f"{prefix}_1") and results.get(f"{prefix}_4"):
+            r = median_wall(results[f"{prefix}_4"]) / median_wall(results[f"{prefix}_1"])
+            print(f"\n{cache}: {prefix}: 4 targets in one run take {r:.2f}× the time of 1 target")
 
 if __name__ == "__main__":
     main()

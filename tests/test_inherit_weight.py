@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -541,6 +542,61 @@ def test_block_math_is_float32_with_one_cast():
     # rl - base with alpha 1, added to base, gives rl back exactly.
     add_delta(base, skill_delta([(rl, base)], [1.0], out, scratch), work, result)
     assert torch.equal(result, rl)
+
+
+def test_tensors_of_many_blocks_are_bit_identical_on_any_core_count(tiny_model, tmp_path, monkeypatch):
+    # Tensors spanning two read chunks and ~20 compute blocks, split over 1 or 3 worker threads:
+    # every byte is the reference formula's (which main's one-thread operator matched bit for bit),
+    # and so are the statistics, summed in block order.
+    shapes = {"model.embed_tokens.weight": (1031, 4099), "model.layers.0.mlp.up_proj.weight": (2500, 1999),
+              "model.norm.weight": (4099,)}
+    g = torch.Generator().manual_seed(0)
+    base = {n: torch.randn(shape, generator=g).to(torch.bfloat16) for n, shape in shapes.items()}
+    states = {"base": base, "rl": {n: (t.float() + 1e-3 * torch.randn(t.shape, generator=g)).to(t.dtype)
+                                   for n, t in base.items()}}
+    for k in range(2):
+        states[f"target{k}"] = {n: (t.float() + 1e-2 * torch.randn(t.shape, generator=g)).to(t.dtype)
+                                for n, t in base.items()}
+    for name, state in states.items():
+        (tmp_path / name).mkdir()
+        shutil.copy(Path(tiny_model) / "config.json", tmp_path / name / "config.json")
+        save_file(state, tmp_path / name / "model.safetensors", metadata={"format": "pt"})
+    summaries = {}
+    for cores in (1, 3):
+        monkeypatch.setattr(inherit_weight, "usable_cores", lambda: cores)
+        outputs = [tmp_path / f"out{cores}_{k}" for k in range(2)]
+        summaries[cores] = inherit([tmp_path / "target0", tmp_path / "target1"], outputs, grpo_model=tmp_path / "rl",
+                                   base_model=tmp_path / "base", alphas=0.7, quiet=True)
+        for k, out in enumerate(outputs):
+            assert_bit_identical(load_state(out), reference(states[f"target{k}"], states["rl"], base, alpha=0.7))
+    assert [s["skill_norm"] for s in summaries[1]] == [s["skill_norm"] for s in summaries[3]]
+
+
+def test_export_mergekit_config(models, two_vectors, tmp_path, capsys):
+    # With --dry_run the config is the only file written: mergekit's task_arithmetic with
+    # base_model = base, rl at weight λ and the target at weight 1 (tests/test_mergekit.py runs it).
+    config = tmp_path / "past.yml"
+    assert inherit_weight.main(["--grpo_model", str(models["rl"]), "--base_model", str(models["base"]), "--target_models",
+                 str(models["target"]), "--output_dirs", str(tmp_path / "out"), "--alpha", "0.7", "--dry_run",
+                 "--export_mergekit_config", str(config)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["past.yml"]
+    assert yaml.safe_load(config.read_text()) == {
+        "merge_method": "task_arithmetic", "base_model": str(Path(models["base"]).resolve()),
+        "models": [{"model": str(Path(models["rl"]).resolve()), "parameters": {"weight": 0.7}},
+                   {"model": str(Path(models["target"]).resolve()), "parameters": {"weight": 1.0}}],
+        "dtype": "float32", "out_dtype": "bfloat16"}
+    # What the config cannot express is refused, naming the option, before anything is written.
+    config.unlink()
+    rl_base = ["--grpo_model", str(models["rl"]), "--base_model", str(models["base"])]
+    one = ["--target_models", str(models["target"]), "--output_dirs", str(tmp_path / "out")]
+    for args, problem in (([*rl_base, *one, "--exclude", "lm_head"], "--exclude"),
+                          (["--skill_vector", str(two_vectors[0]), *one], "--skill_vector"),
+                          ([*rl_base, "--target_models", str(models["target"]), str(models["target_tied"]),
+                            "--output_dirs", str(tmp_path / "o1"), str(tmp_path / "o2")], "2 targets")):
+        capsys.readouterr()
+        assert inherit_weight.main([*args, "--export_mergekit_config", str(config)]) == 2
+        assert problem in capsys.readouterr().err
+        assert list(tmp_path.iterdir()) == []
 
 
 def test_inherited_tensors_are_what_the_cli_writes(models, two_vectors, tmp_path):
