@@ -600,9 +600,30 @@ squad_generation_settings() {
   GEN_TOP_P=${GEN_TOP_P:-0.95}
   GEN_MAX_NEW_TOKENS=${GEN_MAX_NEW_TOKENS:-8192}
   GEN_SEED=${GEN_SEED:-0}
-  PROMPT=${PROMPT:-implications}                # prompts.IMPLICATIONS_TEMPLATES
+  PROMPT=${PROMPT:-implications}                # prompts.IMPLICATIONS_TEMPLATES (SEAL's prompts)
+  PROMPT_FILE=${PROMPT_FILE:-}                  # a text file with the prompt instead, {title} and {context} in it
   implications_args=(--model "$GENERATOR" --backend "$GEN_BACKEND" --k "$GEN_COMPLETIONS"
     --temperature "$GEN_TEMPERATURE" --top_p "$GEN_TOP_P" --max_new_tokens "$GEN_MAX_NEW_TOKENS" --seed "$GEN_SEED"
     --prompt "$PROMPT" --tensor_parallel_size "$GEN_TP")
   [[ -z "$GEN_BASE_URL" ]] || implications_args+=(--base_url "$GEN_BASE_URL")
+  if [[ -n "$PROMPT_FILE" ]]; then
+    PROMPT_FILE="$(prompt_file PROMPT_FILE "$PROMPT_FILE")"
+    implications_args+=(--prompt_file "$PROMPT_FILE")
+  fi
+}
+
+# squad_answer_settings: ANSWER_TEMPLATE, the one answer prompt of every stage that asks the SQuAD
+# questions (the TTT server, hence the evaluation; the GRPO data; the knowledge gate): a text file
+# with {question} in it, or empty for SEAL's (prompts.SQUAD_ANSWER_TEMPLATE).
+squad_answer_settings() {
+  ANSWER_TEMPLATE=${ANSWER_TEMPLATE:-}
+  [[ -z "$ANSWER_TEMPLATE" ]] || ANSWER_TEMPLATE="$(prompt_file ANSWER_TEMPLATE "$ANSWER_TEMPLATE")"
+  export ANSWER_TEMPLATE
+}
+
+# prompt_file NAME PATH: PATH as an absolute path (the stages run in other folders), or a usage
+# error naming the setting when there is no such file. The Python side checks its placeholders.
+prompt_file() {
+  [[ -f "$2" ]] || usage_error "$1=$2: no such file (a text file with the prompt template; unset $1 for SEAL's prompt)"
+  echo "$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"
 }

@@ -1,7 +1,14 @@
 """SEAL's prompts, verbatim: the SQuAD grader as SEAL sends it to GPT-4.1, the answer prompt and the
 implication prompts. The expected texts below are SEAL's templates (knowledge-incorporation/src/
 utils.py and src/data_generation/make_squad_data.py of github.com/Continual-Intelligence/SEAL, MIT)
-filled by hand, so any change of wording, whitespace or message layout fails here."""
+filled by hand, so any change of wording, whitespace or message layout fails here. Then the one
+setting per prompt (ANSWER_TEMPLATE, PROMPT_FILE) that reaches every stage of the drivers."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 from prompts import (DEFAULT_IMPLICATIONS_PROMPT, IMPLICATIONS_TEMPLATES, implications_prompt, judge_messages,
                      squad_answer_prompt, squad_question)
@@ -46,3 +53,49 @@ def test_the_default_implications_prompt_and_its_variants_are_seals():
                    + "Question 1: ",
     }
     assert implications_prompt(*passage) == filled["implications"]
+
+
+# --- one setting per prompt through the drivers ------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+GK = REPO / "SEAL" / "general-knowledge"
+
+
+def dry_run(name, cwd, **settings):
+    """A SQuAD driver under DRY_RUN=1 on a CPU: (return code, the commands it prints, stderr)."""
+    env = {**os.environ, "PYTHON": sys.executable, "DRY_RUN": "1", "PAST_DEVICE": "cpu", **{k: str(v) for k, v in settings.items()}}
+    done = subprocess.run(["bash", str(GK / name)], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+    return done.returncode, [line[len("DRY_RUN: "):] for line in done.stdout.splitlines() if line.startswith("DRY_RUN: ")], done.stderr
+
+
+def test_answer_template_and_prompt_file_reach_every_stage_of_the_pipeline(tmp_path):
+    """ANSWER_TEMPLATE reaches the GRPO data, the knowledge gate and (through eval_rows.sh and
+    start_servers.sh) the TTT server that answers the evaluation; PROMPT_FILE reaches the
+    implications of the evaluation passages and of every source round. Relative paths are made
+    absolute, since the stages run in other folders."""
+    (tmp_path / "answer.txt").write_text("Q: {question}\nA:")
+    (tmp_path / "implications.txt").write_text("About {title}: {context}\nFacts:\n")
+    prompts = {"ANSWER_TEMPLATE": "answer.txt", "PROMPT_FILE": "implications.txt"}
+    rc, cmds, err = dry_run("run_squad_pipeline.sh", tmp_path, K=1, DATA_ROOT=tmp_path / "data", CKPT_ROOT=tmp_path / "ck",
+                            RESULTS_DIR=tmp_path / "res", LOG_DIR=tmp_path / "logs", **prompts)
+    assert rc == 0, err[-3000:]
+    answer, implications = f"--answer_template {tmp_path}/answer.txt", f"--prompt_file {tmp_path}/implications.txt"
+    by_script = {}
+    for cmd in cmds:
+        script = re.search(r"(\w+\.py)", cmd)
+        if script:
+            by_script.setdefault(script.group(1), []).append(cmd)
+    assert len(by_script["make_implications.py"]) == 2  # the evaluation passages, round 1
+    assert all(implications in c for c in by_script["make_implications.py"])
+    assert len(by_script["make_source_data.py"]) == 1 and answer in by_script["make_source_data.py"][0]
+    gate_answers = [c for c in by_script["knowledge_gate.py"] if "knowledge_gate.py answer " in c]
+    assert len(gate_answers) == 2 and all(answer in c for c in gate_answers)  # the base and the SFT model
+    rc, cmds, err = dry_run("eval_rows.sh", tmp_path, CONDITIONS="base", SQUAD_RESULTS=tmp_path / "res", **prompts)
+    assert rc == 0, err
+    assert [c for c in cmds if "TTT_server.py" in c][0].endswith(answer)
+
+
+def test_a_missing_prompt_file_stops_the_driver_naming_the_setting(tmp_path):
+    for name, setting in (("start_servers.sh", "ANSWER_TEMPLATE"), ("make_implications.sh", "PROMPT_FILE")):
+        rc, cmds, err = dry_run(name, tmp_path, **{setting: "missing.txt"}, DATA_ROOT=tmp_path)
+        assert rc == 2 and f"{setting}=missing.txt: no such file" in err and not cmds

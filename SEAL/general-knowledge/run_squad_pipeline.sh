@@ -39,7 +39,9 @@
 #   SQUAD_SEED 42, SQUAD_START 0, SQUAD_N 200), GEN_COMPLETIONS (1; SEAL generated 5 and evaluated
 #   the first), K_COMPLETIONS (1), EVAL_TIMES (1), MAX_SEQ_LENGTH (2048), EVAL_ARGS (extra
 #   query_server.py arguments), TTT_ARGS (extra TTT_server.py arguments), EVAL_GPU_PAIRS, RL_JUDGE_URL,
-#   RL_JUDGE_TOKEN_FILE, RL_JUDGE_BACKEND, GATE_MARGIN, GATE_OVERRIDE and every setting of
+#   RL_JUDGE_TOKEN_FILE, RL_JUDGE_BACKEND, GATE_MARGIN, GATE_OVERRIDE, the prompts (SEAL's by default:
+#   PROMPT_FILE, a file with the implications prompt; ANSWER_TEMPLATE, a file with the answer prompt that
+#   the GRPO data, the gate and the evaluation all use) and every setting of
 #   source_round.sh (SFT and GRPO), start_servers.sh and eval_condition.sh by the same names.
 #   Outputs: DATA_ROOT/squad (passages, implications), CKPT_ROOT/squad_rounds (ROUNDS_DIR),
 #   CKPT_ROOT/seal_served (base + lambda * v models), RESULTS_DIR/squad (SQUAD_RESULTS).
@@ -71,6 +73,7 @@ if [[ -d "$MODEL" ]]; then base="$MODEL"; else base="$CKPT_ROOT/base/$(basename 
 GENERATOR="$base"
 squad_settings
 squad_generation_settings
+squad_answer_settings
 export DATA_ROOT CKPT_ROOT RESULTS_DIR LOG_DIR ROUNDS_DIR ALPHA GEN_COMPLETIONS K_COMPLETIONS JUDGE_URL
 export GENERATOR PASSAGES IMPLICATIONS SQUAD_RESULTS   # the evaluation drivers read these
 

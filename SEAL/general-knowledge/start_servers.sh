@@ -15,11 +15,13 @@
 # ALPHA 1.0, SKILL_ORDER post, SKILL_NAME (v: the vector's name in the results table), SERVED_MODEL (CKPT_ROOT/seal_served/<vector>_alpha<ALPHA>),
 # VLLM_GPUS 0, TTT_GPU 1, VLLM_PORT 8001, ZMQ_PORT 5555, MAX_SEQ_LENGTH 2048 (training sequences),
 # VLLM_MAX_MODEL_LEN (MAX_SEQ_LENGTH), MAX_LORA_RANK 32,
-# EVAL_MAX_TOKENS 64, TTT_DTYPE (bfloat16 on a GPU, float32 on a CPU), START_JUDGE 1 (with
+# EVAL_MAX_TOKENS 64, ANSWER_TEMPLATE (a file with the answer prompt, {question} in it; empty: SEAL's),
+# TTT_DTYPE (bfloat16 on a GPU, float32 on a CPU), START_JUDGE 1 (with
 # JUDGE_BACKEND), JUDGE_URL, JUDGE_TOKEN_FILE, STARTUP_TIMEOUT 900 s, LOG_DIR (outputs/; logs
 # and pid files in LOG_DIR/seal). Everything binds loopback: run query_server.py on this node.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/common.sh"
+squad_answer_settings
 BASE_MODEL=${BASE_MODEL:-Qwen/Qwen2.5-7B}
 SKILL_VECTOR=${SKILL_VECTOR:-}
 ALPHA=${ALPHA:-1.0}
@@ -80,7 +82,8 @@ fi
 ttt_cmd=(env CUDA_VISIBLE_DEVICES="$TTT_GPU" "$PYTHON" "$ROOT/SEAL/general-knowledge/TTT_server.py"
   --vllm_url "$vllm_url" --base_model "$BASE_MODEL" --zmq_port "$ZMQ_PORT" --judge_url "$JUDGE_URL"
   --max_seq_length "$MAX_SEQ_LENGTH" --eval_max_tokens "$EVAL_MAX_TOKENS" --dtype "$TTT_DTYPE"
-  --adapter_dir "$SERVER_LOGS/adapters_$ZMQ_PORT" --ready_file "$ready_file")
+  --adapter_dir "$SERVER_LOGS/adapters_$ZMQ_PORT" --ready_file "$ready_file"
+  ${ANSWER_TEMPLATE:+--answer_template "$ANSWER_TEMPLATE"})
 [[ -z "$SKILL_VECTOR" ]] || ttt_cmd+=(--served_model "$SERVED_MODEL" --skill_vector "$SKILL_VECTOR" --alpha "$ALPHA"
   --skill_order "$SKILL_ORDER" --skill_name "$SKILL_NAME")
 [[ -z "$JUDGE_TOKEN_FILE" ]] || ttt_cmd+=(--judge_token_file "$JUDGE_TOKEN_FILE")
