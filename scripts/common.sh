@@ -621,6 +621,12 @@ squad_answer_settings() {
   export ANSWER_TEMPLATE
 }
 
+# squad_judge_settings: an OpenAI judge that a SQuAD driver starts grades with SEAL's GPT-4.1 unless
+# JUDGE_MODEL says otherwise (results_table.py marks rows of any other judge "not comparable").
+squad_judge_settings() {
+  [[ "${JUDGE_BACKEND:-}" != openai ]] || export JUDGE_MODEL=${JUDGE_MODEL:-gpt-4.1}
+}
+
 # prompt_file NAME PATH: PATH as an absolute path (the stages run in other folders), or a usage
 # error naming the setting when there is no such file. The Python side checks its placeholders.
 prompt_file() {

@@ -99,3 +99,17 @@ def test_a_missing_prompt_file_stops_the_driver_naming_the_setting(tmp_path):
     for name, setting in (("start_servers.sh", "ANSWER_TEMPLATE"), ("make_implications.sh", "PROMPT_FILE")):
         rc, cmds, err = dry_run(name, tmp_path, **{setting: "missing.txt"}, DATA_ROOT=tmp_path)
         assert rc == 2 and f"{setting}=missing.txt: no such file" in err and not cmds
+
+
+def test_an_openai_judge_started_by_the_squad_drivers_is_seals_gpt_4_1_unless_judge_model_says_otherwise():
+    def judge_model(**settings):
+        env = {k: v for k, v in os.environ.items() if k != "JUDGE_MODEL"}
+        env.update(PYTHON=sys.executable, PAST_DEVICE="cpu", **settings)
+        done = subprocess.run(["bash", "-c", 'source scripts/common.sh && squad_judge_settings && echo "[${JUDGE_MODEL:-}]"'],
+                              capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert judge_model(JUDGE_BACKEND="openai") == "[gpt-4.1]"
+    assert judge_model(JUDGE_BACKEND="openai", JUDGE_MODEL="gpt-4.1-mini") == "[gpt-4.1-mini]"  # chosen on purpose
+    assert judge_model(JUDGE_BACKEND="lexical") == "[]"

@@ -20,8 +20,10 @@
 #   bash SEAL/general-knowledge/quickstart.sh                       # the same on a CPU, a tiny model, in minutes
 #
 # Judges: JUDGE_URL grades the evaluation (GPT-4.1 in SEAL's table); if none answers there,
-# JUDGE_BACKEND starts one (scripts/train/start_judge_server.sh, JUDGE_ARGS its extra arguments),
-# stopped at the end. RL_JUDGE_URL (default JUDGE_URL) rewards GRPO and grades the gate; it must
+# JUDGE_BACKEND starts one (scripts/train/start_judge_server.sh, JUDGE_ARGS its extra arguments;
+# JUDGE_MODEL defaults to gpt-4.1 for the openai backend), stopped at the end. Another judge may be
+# chosen (a cheaper grader, an open model): the pipeline warns, and the table marks its rows "not
+# comparable" with SEAL's. RL_JUDGE_URL (default JUDGE_URL) rewards GRPO and grades the gate; it must
 # already answer when it differs. The lexical (word-overlap) judge runs only when named.
 # GPUs (one node): implications and the gate on the first GPU (vLLM), SFT and GRPO on all GPUs but
 # JUDGE_GPUS, the evaluation on EVAL_GPU_PAIRS "vLLM GPU:TTT GPU" pairs, one server pair each
@@ -59,6 +61,7 @@ K_COMPLETIONS=${K_COMPLETIONS:-1}
 EVAL_ARGS=${EVAL_ARGS:-}
 # --- judges
 JUDGE_BACKEND=${JUDGE_BACKEND:-}
+squad_judge_settings
 RL_JUDGE_URL=${RL_JUDGE_URL:-$JUDGE_URL}
 RL_JUDGE_TOKEN_FILE=${RL_JUDGE_TOKEN_FILE:-$JUDGE_TOKEN_FILE}
 RL_JUDGE_BACKEND=${RL_JUDGE_BACKEND:-$JUDGE_BACKEND}
@@ -102,6 +105,10 @@ track_run   # everything started from here on is stopped on exit (scripts/common
 ensure_judge "SQuAD pipeline"
 if [[ "$RL_JUDGE_URL" != "$JUDGE_URL" ]]; then
   JUDGE_URL="$RL_JUDGE_URL" JUDGE_TOKEN_FILE="$RL_JUDGE_TOKEN_FILE" JUDGE_BACKEND="$RL_JUDGE_BACKEND" check_judge "GRPO rewards" >/dev/null
+fi
+if [[ -n "${JUDGE_DESCRIPTION:-}" && ! "$JUDGE_DESCRIPTION" =~ ^openai\ gpt-4\.1(-[0-9]{4}-[0-9]{2}-[0-9]{2})?$ ]]; then
+  echo "WARNING: the evaluation is graded by '$JUDGE_DESCRIPTION', not SEAL's GPT-4.1 (JUDGE_BACKEND=openai" \
+    "JUDGE_MODEL=gpt-4.1): the table marks every row of this run 'not comparable' with SEAL's published rows" >&2
 fi
 echo "judge: $JUDGE_URL (backend ${JUDGE_DESCRIPTION:-not checked under DRY_RUN}); RL judge: $RL_JUDGE_URL;" \
   "model: $MODEL; K=$K rounds x $SOURCE_N source passages; ALPHA=$ALPHA, sweep: $SWEEP_ALPHAS; evaluation pairs: $EVAL_GPU_PAIRS"

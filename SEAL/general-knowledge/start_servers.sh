@@ -16,12 +16,13 @@
 # VLLM_GPUS 0, TTT_GPU 1, VLLM_PORT 8001, ZMQ_PORT 5555, MAX_SEQ_LENGTH 2048 (training sequences),
 # VLLM_MAX_MODEL_LEN (MAX_SEQ_LENGTH), MAX_LORA_RANK 32,
 # EVAL_MAX_TOKENS 64, ANSWER_TEMPLATE (a file with the answer prompt, {question} in it; empty: SEAL's),
-# TTT_DTYPE (bfloat16 on a GPU, float32 on a CPU), START_JUDGE 1 (with
-# JUDGE_BACKEND), JUDGE_URL, JUDGE_TOKEN_FILE, STARTUP_TIMEOUT 900 s, LOG_DIR (outputs/; logs
-# and pid files in LOG_DIR/seal). Everything binds loopback: run query_server.py on this node.
+# TTT_DTYPE (bfloat16 on a GPU, float32 on a CPU), START_JUDGE 1 (with JUDGE_BACKEND; JUDGE_MODEL
+# gpt-4.1 for openai, SEAL's grader), JUDGE_URL, JUDGE_TOKEN_FILE, STARTUP_TIMEOUT 900 s, LOG_DIR
+# (outputs/; logs and pid files in LOG_DIR/seal). Everything binds loopback: run query_server.py on this node.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/common.sh"
 squad_answer_settings
+squad_judge_settings
 BASE_MODEL=${BASE_MODEL:-Qwen/Qwen2.5-7B}
 SKILL_VECTOR=${SKILL_VECTOR:-}
 ALPHA=${ALPHA:-1.0}
