@@ -627,6 +627,28 @@ squad_judge_settings() {
   [[ "${JUDGE_BACKEND:-}" != openai ]] || export JUDGE_MODEL=${JUDGE_MODEL:-gpt-4.1}
 }
 
+# squad_serving_settings: SERVED_DTYPE, empty (W + lambda * v in the base's dtype, bf16 for Qwen2.5)
+# or float32 (written from a float32 copy of the base and served in float32): in bf16 the small
+# elements of lambda * v round away; query_server.py logs the share that survives.
+squad_serving_settings() {
+  SERVED_DTYPE=${SERVED_DTYPE:-}
+  [[ -z "$SERVED_DTYPE" || "$SERVED_DTYPE" == float32 ]] \
+    || usage_error "SERVED_DTYPE must be float32 or empty (the base model's dtype), got '$SERVED_DTYPE'"
+  export SERVED_DTYPE
+}
+
+# served_base BASE DIR: sets SERVED_BASE, the model inherit_weight.py adds a skill vector to for
+# serving (it writes in its target's dtype): BASE, or with SERVED_DTYPE=float32 a float32 copy of it
+# in DIR, written once.
+served_base() {
+  SERVED_BASE="$1"
+  if [[ "$SERVED_DTYPE" == float32 ]]; then
+    SERVED_BASE="$2/$(basename "$1")_float32"
+    [[ -f "$SERVED_BASE/config.json" ]] || run_cmd "$PYTHON" "$ROOT/SEAL/general-knowledge/skill_precision.py" \
+      float32_copy --model "$1" --output "$SERVED_BASE"
+  fi
+}
+
 # prompt_file NAME PATH: PATH as an absolute path (the stages run in other folders), or a usage
 # error naming the setting when there is no such file. The Python side checks its placeholders.
 prompt_file() {

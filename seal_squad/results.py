@@ -16,7 +16,8 @@ Run JSON keys (SEAL's, then this project's):
                  answer, baseline_answer, adapter_answer, baseline_correct, adapter_correct}],
                  rounds: [{seed, epoch_losses, seconds}]}], prompt}]
     condition, server (what the TTT server served, trained and graded with: served model,
-    trainer model, skill vector with lambda and fingerprint, judge, answer prompt), seed, seconds
+    trainer model, skill vector with lambda and fingerprint, judge, answer prompt), skill_survival
+    (seal_squad.precision: the share of the vector that survives in the served dtype), seed, seconds
 
 A run compares with SEAL's published rows only when graded by GPT-4.1 with SEAL's prompts
 (`not_comparable` says why not).

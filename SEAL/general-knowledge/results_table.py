@@ -46,8 +46,9 @@ ROW_NAMES = {"base": "base, no adaptation", "passage": "passage only", "implicat
 ROW_ORDER = list(ROW_NAMES)
 
 
-def skill_label(skill):
-    return f"+{skill['alpha']:g}*{skill.get('name') or 'v'} ({skill['order']}; {skill['fingerprint'][:20]})"
+def skill_label(skill, survival=None):
+    kept = f"; {100 * survival['share']:.0f}% kept in {'/'.join(survival['served_dtypes'])}" if survival else ""
+    return f"+{skill['alpha']:g}*{skill.get('name') or 'v'} ({skill['order']}; {skill['fingerprint'][:20]}{kept})"
 
 
 def sort_key(run):
@@ -72,7 +73,7 @@ def run_row(path, run):
         ROW_NAMES.get(condition, f"run {run['exp_name']}"),
         meta.get("model", "-") if condition in ("implications", "implications_skill") else "-",
         server.get("trainer_model", "?") if trains else "-",
-        skill_label(skill) if skill else "-",
+        skill_label(skill, run.get("skill_survival")) if skill else "-",
         round(100 * overall["adapter_mean_accuracy"], 2),
         round(100 * overall["adapter_std_of_article_means"], 2),
         run["n_articles"],

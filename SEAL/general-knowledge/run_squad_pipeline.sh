@@ -41,7 +41,8 @@
 #   SQUAD_SEED 42, SQUAD_START 0, SQUAD_N 200), GEN_COMPLETIONS (1; SEAL generated 5 and evaluated
 #   the first), K_COMPLETIONS (1), EVAL_TIMES (1), MAX_SEQ_LENGTH (2048), EVAL_ARGS (extra
 #   query_server.py arguments), TTT_ARGS (extra TTT_server.py arguments), EVAL_GPU_PAIRS, RL_JUDGE_URL,
-#   RL_JUDGE_TOKEN_FILE, RL_JUDGE_BACKEND, GATE_MARGIN, GATE_OVERRIDE, the prompts (SEAL's by default:
+#   RL_JUDGE_TOKEN_FILE, RL_JUDGE_BACKEND, GATE_MARGIN, GATE_OVERRIDE, SERVED_DTYPE (empty: base + lambda * v
+#   served in the base's dtype; float32: written and served in float32, see start_servers.sh), the prompts (SEAL's by default:
 #   PROMPT_FILE, a file with the implications prompt; ANSWER_TEMPLATE, a file with the answer prompt that
 #   the GRPO data, the gate and the evaluation all use) and every setting of
 #   source_round.sh (SFT and GRPO), start_servers.sh and eval_condition.sh by the same names.
@@ -62,6 +63,7 @@ EVAL_ARGS=${EVAL_ARGS:-}
 # --- judges
 JUDGE_BACKEND=${JUDGE_BACKEND:-}
 squad_judge_settings
+squad_serving_settings
 RL_JUDGE_URL=${RL_JUDGE_URL:-$JUDGE_URL}
 RL_JUDGE_TOKEN_FILE=${RL_JUDGE_TOKEN_FILE:-$JUDGE_TOKEN_FILE}
 RL_JUDGE_BACKEND=${RL_JUDGE_BACKEND:-$JUDGE_BACKEND}
@@ -142,15 +144,16 @@ for a in $SWEEP_ALPHAS; do
 done
 groups+=("$(vector "$K") $ALPHA pre v(K=$K) implications_skill")
 ((K == 1)) || groups+=("$(vector 1) $ALPHA post v(K=1) implications_skill skill_only")
-served() { echo "$CKPT_ROOT/seal_served/$(basename "$(dirname "$1")")_alpha$2"; }   # base + alpha * vector
+served() { echo "$CKPT_ROOT/seal_served/$(basename "$(dirname "$1")")_alpha$2${SERVED_DTYPE:+_$SERVED_DTYPE}"; }   # base + alpha * vector
 
 # The served models first, one at a time (groups of one model run side by side).
+served_base "$base" "$CKPT_ROOT/seal_served"
 declare -A written=()
 for group in "${groups[@]:1}"; do
   read -r vec alpha _ <<< "$group"
   out="$(served "$vec" "$alpha")"
   [[ -e "$out/config.json" || -n "${written[$out]:-}" ]] || run_python "$PYTHON" "$ROOT/inherit_weight.py" \
-    --skill_vector "$vec" --alpha "$alpha" --target_models "$base" --output_dirs "$out"
+    --skill_vector "$vec" --alpha "$alpha" --target_models "$SERVED_BASE" --output_dirs "$out"
   written[$out]=1
 done
 
