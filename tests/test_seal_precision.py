@@ -96,3 +96,19 @@ def test_served_dtype_float32_writes_and_serves_w_plus_lambda_v_in_float32(tmp_p
     bad = subprocess.run(["bash", str(GK / "start_servers.sh")], capture_output=True, text=True, env={**env, "SERVED_DTYPE": "fp8"},
                          cwd=REPO, timeout=120)
     assert bad.returncode == 2 and "SERVED_DTYPE must be float32 or empty" in bad.stderr
+
+
+def test_the_pipeline_writes_its_served_models_from_one_float32_copy(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable, "DRY_RUN": "1", "PAST_DEVICE": "cpu", "K": "1", "SERVED_DTYPE": "float32",
+           "DATA_ROOT": str(tmp_path / "data"), "CKPT_ROOT": str(tmp_path / "ck"), "RESULTS_DIR": str(tmp_path / "res"),
+           "LOG_DIR": str(tmp_path / "logs")}
+    done = subprocess.run(["bash", str(GK / "run_squad_pipeline.sh")], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    served = tmp_path / "ck" / "seal_served"
+    copy = served / "Qwen2.5-7B_float32"
+    lines = done.stdout.splitlines()
+    assert sum("float32_copy" in line for line in lines) == 1
+    assert any(line.endswith(f"float32_copy --model {tmp_path}/ck/base/Qwen2.5-7B --output {copy}") for line in lines)
+    writes = [line for line in lines if "inherit_weight.py" in line and str(served) in line]
+    assert len(writes) == 3  # lambda 1.0 (post and pre share it), 0.5 and 1.5 of the sweep
+    assert all(f"--target_models {copy} " in w and w.endswith("_float32") for w in writes)
