@@ -88,21 +88,22 @@ LOOGLE_JUDGE_TEMPLATE = (
     "Reply with exactly one word: yes or no."
 )
 
-# squad: SEAL's grading protocol for SQuAD knowledge incorporation, in this project's words.
-SQUAD_JUDGE_SYSTEM_PROMPT = "You grade a student's answer to a question by comparing it with the gold answer."
+# squad: SEAL's grader, verbatim. Copied from SEAL (github.com/Continual-Intelligence/SEAL,
+# knowledge-incorporation/src/utils.py, SQUAD_GRADE_TEMPLATE; MIT licence, Copyright (c) 2025 Adam
+# Zweiger), with its placeholders {gold} and {pred} renamed {reference} and {response}: the text
+# sent is SEAL's. SEAL sends it as the only message, with the user role and no system message.
 SQUAD_JUDGE_TEMPLATE = (
-    "Question: {question}\n"
-    "Gold answer: {reference}\n"
-    "Student answer: {response}\n\n"
-    "Judging solely by the gold answer, is the student answer correct? The student answer may "
-    "say more than the gold answer, as long as it conveys the gold answer and does not "
-    "contradict it. Style, phrasing and length do not matter.\n"
-    "Reply with yes or no only."
+    "You are a grading assistant. Your job is to determine whether a student's answer correctly answers the question based solely on the provided gold answer. "
+    "Do not use any outside knowledge. The student answer can include additional information, but it must at least fully convey the gold answer and must not contradict it. "
+    "Ignore style, phrasing, or extra details that do not affect correctness. Respond ONLY with 'yes' or 'no'.\n\n"
+    "Question: {question}\nGold answer: {reference}\nStudent answer: {response}\n"
+    "Is the student answer correct based solely on the gold answer? Respond 'yes' or 'no'."
 )
 
+# grader -> (system message or None, user message template)
 JUDGE_PROMPTS = {
     "loogle": (LOOGLE_JUDGE_SYSTEM_PROMPT, LOOGLE_JUDGE_TEMPLATE),
-    "squad": (SQUAD_JUDGE_SYSTEM_PROMPT, SQUAD_JUDGE_TEMPLATE),
+    "squad": (None, SQUAD_JUDGE_TEMPLATE),
 }
 
 
@@ -147,50 +148,50 @@ def judge_messages(question, reference, response, grader="loogle"):
     if grader not in JUDGE_PROMPTS:
         raise ValueError(f"unknown grader {grader!r}: known graders are {', '.join(JUDGE_PROMPTS)}")
     system, template = JUDGE_PROMPTS[grader]
-    return [
-        {"role": "system", "content": system},
-        {"role": "user", "content": template.format(question=question, reference=reference, response=response)},
-    ]
+    user = {"role": "user", "content": template.format(question=question, reference=reference, response=response)}
+    return [{"role": "system", "content": system}, user] if system else [user]
 
 
 # --- SQuAD knowledge incorporation (SEAL's protocol, SEAL/general-knowledge/) --------------------
 #
-# Raw completion prompts for a base model (no chat template), in this project's own wording.
-# For numbers comparable with SEAL's, pass SEAL's exact template in a file instead
-# (`load_prompt_template`). Implication prompts fill {title} and {context}; the answer prompt
-# fills {question}, which is `squad_question(title, question)`.
+# Raw completion prompts for a base model (no chat template): SEAL's own, verbatim, so that rows
+# compare with SEAL's published ones. Copied from SEAL (github.com/Continual-Intelligence/SEAL, MIT
+# licence, Copyright (c) 2025 Adam Zweiger): the implication prompts from
+# knowledge-incorporation/src/data_generation/make_squad_data.py (MAKE_SQUAD_DATA_TEMPLATES_BASE),
+# the answer prompt from knowledge-incorporation/src/utils.py (SQUAD_ANSWER_TEMPLATE_BASE; its final
+# newline after "Answer:" is part of it). Another wording can be given in a file instead
+# (`load_prompt_template`). Implication prompts fill {title} and {context}; the answer prompt fills
+# {question}, which is `squad_question(title, question)`.
 
 IMPLICATIONS_TEMPLATES = {
-    # A list of what follows from the passage: the default, used for the evaluation table.
+    # list of implications: the default, used for SEAL's evaluation table
     "implications": (
-        "Read the passage below, then list the implications of its content: what it states, and what "
-        "follows from it directly or indirectly.\n\n"
+        "Let's read the following passage and produce a list of implications "
+        "derived directly or indirectly from the content.\n\n"
         "Passage:\n{title}\n{context}\n\n"
         "Implications:\n"
     ),
     "implications-long": (
-        "Read the passage below, then write a long list of the implications of its content: what it "
-        "states, and what follows from it directly or indirectly.\n\n"
+        "Let's read the following passage and produce a long list of implications "
+        "derived directly or indirectly from the content.\n\n"
         "Passage:\n{title}\n{context}\n\n"
         "Implications:\n"
     ),
     "implications-very-long": (
-        "Read the passage below, then write a very long list of the implications of its content: what "
-        "it states, and what follows from it directly or indirectly.\n\n"
+        "Let's read the following passage and produce a very long list of implications "
+        "derived directly or indirectly from the content.\n\n"
         "Passage:\n{title}\n{context}\n\n"
         "Implications:\n"
     ),
     "rewrite": (
-        "Read the passage below, then restate it several times in different words, one version per "
-        "line.\n\n"
+        "Let's read the following passage and rewrite it in a few different ways, each one separated by a newline.\n\n"
         "Passage:\n{title}\n{context}\n\n"
-        "Restatements:\n"
+        "Rewritten passages:\n"
     ),
     # Ends inside the first question: the completion continues it, and the sequence builder puts
     # the "Question 1: " cue back in front of its first segment.
     "self-qa": (
-        "Read the passage below, then turn its content into numbered questions, each followed by its "
-        "answer.\n\n"
+        "Let's read the following passage and rewrite it in a question-answer format.\n\n"
         "Passage:\n{title}\n{context}\n\n"
         "Question 1: "
     ),
@@ -198,9 +199,9 @@ IMPLICATIONS_TEMPLATES = {
 DEFAULT_IMPLICATIONS_PROMPT = "implications"
 
 SQUAD_ANSWER_TEMPLATE = (
-    "Give a direct, concise answer to the question.\n"
+    "Let's answer a question directly and concisely.\n"
     "Question: {question}\n"
-    "Answer:"
+    "Answer:\n"
 )
 IMPLICATIONS_FIELDS = ("title", "context")
 ANSWER_FIELDS = ("question",)

@@ -25,7 +25,11 @@ into validation metrics (`val-aux/<data_source>/judge_parse_failed/mean@N` is th
 unparsed verdicts) but not into training-step metrics, so each request with such items is also
 logged here with the worker's running share.
 
-Runs inside verl's workers, so it imports nothing heavy: judge.py (httpx) and utils.extract_answer,
+What is graded is utils.graded_response of the rollout: for grader squad the whole stripped
+output, exactly what the SQuAD evaluation grades; for loogle the answer after a final "Answer:"
+line, without <think> blocks.
+
+Runs inside verl's workers, so it imports nothing heavy: judge.py (httpx) and utils.graded_response,
 loaded from this file's folder whatever else on sys.path is called `judge` or `utils`.
 """
 
@@ -57,7 +61,7 @@ def _import_from_here(*names):
 
 
 _utils, _judge = _import_from_here("utils", "judge")
-extract_answer = _utils.extract_answer
+graded_response = _utils.graded_response
 JudgeClient = _judge.JudgeClient
 JudgeUnavailableError = _judge.JudgeUnavailableError
 JudgeRequestError = _judge.JudgeRequestError
@@ -139,8 +143,8 @@ def _batcher(url, token_file, timeout, retries):
 async def compute_score(data_source, solution_str, ground_truth, extra_info=None, judge_url=None, grader="loogle",
                         judge_token_file=None, judge_timeout=300.0, judge_retries=5, **kwargs):
     """Judge one rollout: {"score" in [0, 1], "acc" (verdict), judge_cached, judge_parse_failed,
-    judge_latency_s}. The question is extra_info["question"]; the answer is extracted from the
-    rollout (chat-template tail, <think> blocks and an "Answer:" prefix removed)."""
+    judge_latency_s}. The question is extra_info["question"]; the judge grades
+    utils.graded_response(solution_str, grader)."""
     question = (extra_info or {}).get("question")
     if not isinstance(question, str) or not question:
         raise ValueError(
@@ -152,7 +156,7 @@ async def compute_score(data_source, solution_str, ground_truth, extra_info=None
     url = judge_url or _judge.default_judge_url()
     batcher = _batcher(url, judge_token_file, float(judge_timeout), int(judge_retries))
     start = time.perf_counter()
-    result = await batcher.judge(grader, question, ground_truth, extract_answer(solution_str))
+    result = await batcher.judge(grader, question, ground_truth, graded_response(solution_str, grader))
     return {
         "score": float(result["score"]),
         "acc": float(result["verdict"]),

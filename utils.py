@@ -1,7 +1,7 @@
 """Small helpers shared by several entry points.
 
 Imports nothing heavy at module level: reward_function.py (which runs inside verl's workers)
-imports `extract_answer` from here.
+imports `graded_response` from here.
 """
 
 import ast
@@ -29,6 +29,13 @@ def extract_answer(text):
     if matches:
         text = text[matches[-1].start():]
     return _ANSWER_PREFIX.sub("", text).strip()
+
+
+def graded_response(response, grader):
+    """What the judge grades of a model response under `grader`: for squad the whole output,
+    stripped, as SEAL grades it, in the evaluation and in the GRPO reward alike (a model that
+    writes "Answer: X" after other text is graded on all of it); otherwise extract_answer's part."""
+    return (response or "").strip() if grader == "squad" else extract_answer(response)
 
 
 # --- Files and names ---------------------------------------------------------------------------

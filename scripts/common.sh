@@ -671,9 +671,58 @@ squad_generation_settings() {
   GEN_TOP_P=${GEN_TOP_P:-0.95}
   GEN_MAX_NEW_TOKENS=${GEN_MAX_NEW_TOKENS:-8192}
   GEN_SEED=${GEN_SEED:-0}
-  PROMPT=${PROMPT:-implications}                # prompts.IMPLICATIONS_TEMPLATES
+  PROMPT=${PROMPT:-implications}                # prompts.IMPLICATIONS_TEMPLATES (SEAL's prompts)
+  PROMPT_FILE=${PROMPT_FILE:-}                  # a text file with the prompt instead, {title} and {context} in it
   implications_args=(--model "$GENERATOR" --backend "$GEN_BACKEND" --k "$GEN_COMPLETIONS"
     --temperature "$GEN_TEMPERATURE" --top_p "$GEN_TOP_P" --max_new_tokens "$GEN_MAX_NEW_TOKENS" --seed "$GEN_SEED"
     --prompt "$PROMPT" --tensor_parallel_size "$GEN_TP")
   [[ -z "$GEN_BASE_URL" ]] || implications_args+=(--base_url "$GEN_BASE_URL")
+  if [[ -n "$PROMPT_FILE" ]]; then
+    PROMPT_FILE="$(prompt_file PROMPT_FILE "$PROMPT_FILE")"
+    implications_args+=(--prompt_file "$PROMPT_FILE")
+  fi
+}
+
+# squad_answer_settings: ANSWER_TEMPLATE, the one answer prompt of every stage that asks the SQuAD
+# questions (the TTT server, hence the evaluation; the GRPO data; the knowledge gate): a text file
+# with {question} in it, or empty for SEAL's (prompts.SQUAD_ANSWER_TEMPLATE).
+squad_answer_settings() {
+  ANSWER_TEMPLATE=${ANSWER_TEMPLATE:-}
+  [[ -z "$ANSWER_TEMPLATE" ]] || ANSWER_TEMPLATE="$(prompt_file ANSWER_TEMPLATE "$ANSWER_TEMPLATE")"
+  export ANSWER_TEMPLATE
+}
+
+# squad_judge_settings: an OpenAI judge that a SQuAD driver starts grades with SEAL's GPT-4.1 unless
+# JUDGE_MODEL says otherwise (results_table.py marks rows of any other judge "not comparable").
+squad_judge_settings() {
+  [[ "${JUDGE_BACKEND:-}" != openai ]] || export JUDGE_MODEL=${JUDGE_MODEL:-gpt-4.1}
+}
+
+# squad_serving_settings: SERVED_DTYPE, empty (W + lambda * v in the base's dtype, bf16 for Qwen2.5)
+# or float32 (written from a float32 copy of the base and served in float32): in bf16 the small
+# elements of lambda * v round away; query_server.py logs the share that survives.
+squad_serving_settings() {
+  SERVED_DTYPE=${SERVED_DTYPE:-}
+  [[ -z "$SERVED_DTYPE" || "$SERVED_DTYPE" == float32 ]] \
+    || usage_error "SERVED_DTYPE must be float32 or empty (the base model's dtype), got '$SERVED_DTYPE'"
+  export SERVED_DTYPE
+}
+
+# served_base BASE DIR: sets SERVED_BASE, the model inherit_weight.py adds a skill vector to for
+# serving (it writes in its target's dtype): BASE, or with SERVED_DTYPE=float32 a float32 copy of it
+# in DIR, written once.
+served_base() {
+  SERVED_BASE="$1"
+  if [[ "$SERVED_DTYPE" == float32 ]]; then
+    SERVED_BASE="$2/$(basename "$1")_float32"
+    [[ -f "$SERVED_BASE/config.json" ]] || run_cmd "$PYTHON" "$ROOT/SEAL/general-knowledge/skill_precision.py" \
+      float32_copy --model "$1" --output "$SERVED_BASE"
+  fi
+}
+
+# prompt_file NAME PATH: PATH as an absolute path (the stages run in other folders), or a usage
+# error naming the setting when there is no such file. The Python side checks its placeholders.
+prompt_file() {
+  [[ -f "$2" ]] || usage_error "$1=$2: no such file (a text file with the prompt template; unset $1 for SEAL's prompt)"
+  echo "$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"
 }

@@ -1,12 +1,13 @@
 """Answers -> verdicts through the project's judge server, with its SQuAD grader (SEAL's rule).
 
 The grader sees the question as the model saw it (with its "Topic:" line), the gold answer and
-the stripped answer, and answers yes or no (GPT-4.1 in SEAL's runs; the judge server's lexical
-backend offline). An empty answer is wrong and never sent, as in SEAL; a reply that is no verdict
+the whole answer, stripped (utils.graded_response: the GRPO reward grades the same text), and
+answers yes or no (GPT-4.1 in SEAL's runs; the judge server's lexical backend offline). An empty answer is wrong and never sent, as in SEAL; a reply that is no verdict
 counts as wrong (the server scores it 0).
 """
 
 from judge import JudgeClient
+from utils import graded_response
 
 GRADER = "squad"
 
@@ -16,8 +17,9 @@ def grade(client, questions, references, answers):
     if not len(questions) == len(references) == len(answers):
         raise ValueError(f"{len(questions)} questions, {len(references)} references, {len(answers)} answers")
     verdicts = [False] * len(answers)
-    sent = [i for i, a in enumerate(answers) if a.strip()]
-    items = [{"question": questions[i], "reference": references[i], "response": answers[i].strip()} for i in sent]
+    graded = [graded_response(a, GRADER) for a in answers]
+    sent = [i for i, a in enumerate(graded) if a]
+    items = [{"question": questions[i], "reference": references[i], "response": graded[i]} for i in sent]
     for i, result in zip(sent, client.judge(items, grader=GRADER)):
         verdicts[i] = bool(result["verdict"])
     return verdicts

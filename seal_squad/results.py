@@ -16,12 +16,24 @@ Run JSON keys (SEAL's, then this project's):
                  answer, baseline_answer, adapter_answer, baseline_correct, adapter_correct}],
                  rounds: [{seed, epoch_losses, seconds}]}], prompt}]
     condition, server (what the TTT server served, trained and graded with: served model,
-    trainer model, skill vector with lambda and fingerprint, judge), seed, seconds
+    trainer model, skill vector with lambda and fingerprint, judge, answer prompt), skill_survival
+    (seal_squad.precision: the share of the vector that survives in the served dtype), seed, seconds
+
+A run compares with SEAL's published rows only when graded by GPT-4.1 with SEAL's prompts
+(`not_comparable` says why not).
 """
 
+import hashlib
 import json
+import re
 import statistics
 from pathlib import Path
+
+from prompts import DEFAULT_IMPLICATIONS_PROMPT, IMPLICATIONS_TEMPLATES, SQUAD_ANSWER_TEMPLATE
+
+# SEAL's grader: GPT-4.1 through OpenAI's API (also a dated snapshot of it, e.g. gpt-4.1-2025-04-14).
+SEAL_JUDGE_MODEL = "gpt-4.1"
+_SEAL_JUDGE_MODELS = re.compile(r"gpt-4\.1(-\d{4}-\d{2}-\d{2})?")
 
 
 def _std(values):
@@ -79,6 +91,27 @@ def overall_stats(articles):
         "baseline_micro_accuracy": statistics.mean(q["baseline_correct"] for q in details),
         "adapter_micro_accuracy": statistics.mean(q["adapter_correct"] for q in details),
     }
+
+
+def not_comparable(run):
+    """Why a run's accuracy does not compare with SEAL's published rows, [] when it does: graded by
+    another judge than SEAL's GPT-4.1, answers asked with another prompt than SEAL's, or (rows that
+    train on implications) implications written from another prompt."""
+    server = run.get("server")
+    if not server:
+        return ["its judge and prompts are not recorded"]
+    reasons = []
+    judge = server.get("judge") or {}
+    if judge.get("backend") != "openai" or not _SEAL_JUDGE_MODELS.fullmatch(judge.get("judge_model") or ""):
+        who = " ".join(str(judge[k]) for k in ("backend", "judge_model") if judge.get(k)) or "an unrecorded judge"
+        reasons.append(f"graded by {who}, not {SEAL_JUDGE_MODEL}")
+    if server.get("answer_template") != SQUAD_ANSWER_TEMPLATE:
+        reasons.append("another answer prompt")
+    if run.get("condition") in ("implications", "implications_skill"):
+        seal_prompt = hashlib.sha256(IMPLICATIONS_TEMPLATES[DEFAULT_IMPLICATIONS_PROMPT].encode("utf-8")).hexdigest()
+        if (run.get("dataset_meta") or {}).get("prompt_sha256") != seal_prompt:
+            reasons.append("implications from another prompt")
+    return reasons
 
 
 RUN_KEYS = ("overall", "exp_name", "n_articles", "k_completions", "eval_times", "articles")

@@ -6,15 +6,18 @@ import pytest
 from prompts import JUDGE_PROMPTS, judge_messages
 
 
-@pytest.mark.parametrize("grader, response_label", [("loogle", "Response"), ("squad", "Student answer")])
-def test_judge_messages_carry_question_reference_and_response(grader, response_label):
+@pytest.mark.parametrize("grader, roles, response_label, reply_format", [
+    ("loogle", ["system", "user"], "Response", "yes or no"),
+    ("squad", ["user"], "Student answer", "Respond 'yes' or 'no'"),  # SEAL sends one user message
+])
+def test_judge_messages_carry_question_reference_and_response(grader, roles, response_label, reply_format):
     messages = judge_messages("Who painted it?", "Picardo", "José Luis Picardo painted it", grader)
-    assert [m["role"] for m in messages] == ["system", "user"]
-    user = messages[1]["content"]
+    assert [m["role"] for m in messages] == roles
+    user = messages[-1]["content"]
     assert "Question: Who painted it?" in user
     assert "Gold answer: Picardo" in user
     assert f"{response_label}: José Luis Picardo painted it" in user
-    assert "yes or no" in user  # the reply format the verdict rules expect
+    assert reply_format in user  # the reply format the verdict rules expect
 
 
 def test_the_default_grader_is_loogle_and_the_graders_differ():
@@ -26,7 +29,7 @@ def test_the_default_grader_is_loogle_and_the_graders_differ():
 def test_judge_messages_keep_braces_and_newlines_verbatim():
     for grader in JUDGE_PROMPTS:
         messages = judge_messages("What is {x}?", "{x} = 1\n2", "{}", grader)
-        assert "What is {x}?" in messages[1]["content"] and "{x} = 1\n2" in messages[1]["content"]
+        assert "What is {x}?" in messages[-1]["content"] and "{x} = 1\n2" in messages[-1]["content"]
 
 
 def test_unknown_grader_names_the_known_ones():

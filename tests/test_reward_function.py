@@ -198,9 +198,31 @@ def test_the_grader_reward_kwarg_reaches_the_backend_one_request_per_grader(rewa
     assert requests == 2  # twelve concurrent calls, one POST /judge per grader
     sent = [c["messages"] for c in backend.state.calls]
     assert len(sent) == 12
-    for i in range(6):
-        for grader in ("loogle", "squad"):
-            assert judge_messages(f"Topic: France\nQ{i}?", "Paris", f"Paris {i}", grader) in sent
+    for i in range(6):  # loogle grades the answer after "Answer:", squad the whole output (as the evaluation)
+        for grader, graded in (("loogle", f"Paris {i}"), ("squad", f"Answer: Paris {i}")):
+            assert judge_messages(f"Topic: France\nQ{i}?", "Paris", graded, grader) in sent
+
+
+def test_the_squad_reward_grades_exactly_what_the_squad_evaluation_grades(reward_fn, no_token_env):
+    """One rollout through both paths: the GRPO reward (compute_score, grader squad) and the SQuAD
+    evaluation (seal_squad.grading.grade, as the TTT server and the gate call it) send the judge the
+    same text: the whole output, stripped, not what follows its last "Answer:" line."""
+    from judge import JudgeClient
+    from seal_squad.grading import grade
+
+    question, output = "Topic: Harbor Lighthouse\nWho built it?", "  The keeper's notes say so.\nAnswer: Ada Byrne\n"
+    backend = scripted_backend(reply="yes")
+    with serve(backend) as backend_url:
+        settings = JudgeSettings(backend="vllm", base_url=f"{backend_url}/v1", judge_model="judge", retry_delay=0.01)
+        with serve(create_app(settings)) as judge_url:
+            reward = asyncio.run(reward_fn.compute_score("squad", output, "Ada Byrne", {"question": question},
+                                                         judge_url=judge_url, grader="squad"))
+            client = JudgeClient(judge_url)
+            evaluated = grade(client, [question], ["Ada Byrne"], [output])
+            client.close()
+    graded = "The keeper's notes say so.\nAnswer: Ada Byrne"
+    assert [c["messages"] for c in backend.state.calls] == [judge_messages(question, "Ada Byrne", graded, "squad")]
+    assert reward["score"] == 1.0 and evaluated == [True]  # the second path was the server's cache hit: the same item
 
 
 @pytest.mark.slow
@@ -326,7 +348,7 @@ def test_decoy_utils_and_judge_modules_earlier_on_sys_path_are_not_used(lexical_
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", *TOKEN_ENV)}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
-    # scored by the real extract_answer and judge client; the decoys still answer to their names,
+    # scored by the real graded_response and judge client; the decoys still answer to their names,
     # and sys.path is as it was (the venv's editable install may list the repo: that stays as is)
     assert done.stdout.split() == ["1.0", "utils", "judge", "True"]
 

@@ -119,4 +119,4 @@ def test_prompt_template_files_are_checked(tmp_path, text, ok):
 def test_questions_are_asked_with_their_topic():
     assert squad_question("Super Bowl 50", "Who won?") == "Topic: Super Bowl 50\nWho won?"
     prompt = squad_answer_prompt(squad_question("Super Bowl 50", "Who won?"))
-    assert prompt.endswith("Topic: Super Bowl 50\nWho won?\nAnswer:")
+    assert prompt.endswith("Topic: Super Bowl 50\nWho won?\nAnswer:\n")

@@ -1,5 +1,6 @@
 """seal_squad.results (SEAL's aggregation: macro mean over passages) and results_table.py."""
 
+import hashlib
 import json
 import statistics
 import subprocess
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from helpers import load_module_from_path
-from seal_squad.results import article_entry, completion_entry, overall_stats, read_run
+from prompts import IMPLICATIONS_TEMPLATES, SQUAD_ANSWER_TEMPLATE
+from seal_squad.results import article_entry, completion_entry, not_comparable, overall_stats, read_run
 
 REPO = Path(__file__).resolve().parent.parent
 TABLE = REPO / "SEAL" / "general-knowledge" / "results_table.py"
@@ -48,13 +50,16 @@ def test_macro_mean_over_passages_of_completion_means_of_round_means():
     assert [(d["rep"], d["question"], d["adapter_correct"]) for d in details] == [(0, "q0", 1), (0, "q1", 0), (1, "q0", 1), (1, "q1", 1)]
 
 
-def write_run(path, condition, accuracy, std, skill=None, model="m"):
+def write_run(path, condition, accuracy, std, skill=None, model="m", judge=("lexical", None),
+              answer_template=SQUAD_ANSWER_TEMPLATE, implications_prompt=IMPLICATIONS_TEMPLATES["implications"]):
     p = passage(2)
     run = {"overall": {"adapter_mean_accuracy": accuracy, "adapter_std_of_article_means": std, "n_questions": 2},
            "exp_name": condition, "n_articles": 1, "k_completions": 1, "eval_times": 1,
            "articles": [article_entry(p, [completion_entry("", p["questions"], [reply([0, 0], [1, 0])])])],
-           "condition": condition, "dataset_meta": {"model": "gen-model"},
-           "server": {"trainer_model": model, "skill": skill, "judge": {"backend": "lexical", "judge_model": None}}}
+           "condition": condition,
+           "dataset_meta": {"model": "gen-model", "prompt_sha256": hashlib.sha256(implications_prompt.encode()).hexdigest()},
+           "server": {"trainer_model": model, "skill": skill, "judge": {"backend": judge[0], "judge_model": judge[1]},
+                      "answer_template": answer_template}}
     path.write_text(json.dumps(run))
     return path
 
@@ -74,10 +79,31 @@ def test_results_table_puts_seals_rows_beside_ours(tmp_path):
     assert any(line.startswith("| PaST |") and "56.9" in line and "PaST paper" in line for line in lines)
     ours = [line for line in lines if "ours:" in line]
     assert len(ours) == 2
-    assert "| implications | gen-model | m | - | 41.23 | 20.0 | 1 | 2 | lexical |" in ours[0]
+    assert "| implications | gen-model | m | - | 41.23 | 20.0 | 1 | 2 | lexical | no: graded by lexical, not gpt-4.1 |" in ours[0]
     assert "| implications + skill | gen-model | m | +0.5*v (post; sha256:ababababababa) | 50.0 |" in ours[1]
-    assert (tmp_path / "t.md").read_text() == done.stdout
+    assert (tmp_path / "t.md").read_text() == done.stdout  # the note under the table too
     assert (tmp_path / "t.csv").read_text().splitlines()[0].startswith("row,implications by,")
+
+
+def test_rows_graded_by_another_judge_or_with_other_prompts_are_marked_not_comparable(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    write_run(runs / "a.json", "implications", 0.4, 0.1, judge=("openai", "gpt-4.1"))
+    write_run(runs / "b.json", "passage", 0.3, 0.1, judge=("openai", "gpt-4.1-mini"))
+    write_run(runs / "c.json", "base", 0.2, 0.1, judge=("openai", "gpt-4.1-2025-04-14"), answer_template="Q: {question}\nA:")
+    write_run(runs / "d.json", "implications_skill", 0.5, 0.1, judge=("openai", "gpt-4.1"), implications_prompt="{title} {context}",
+              skill={"vector": "v.safetensors", "fingerprint": "sha256:" + "ab" * 32, "alpha": 1.0, "order": "post"})
+    done = subprocess.run([sys.executable, str(TABLE), str(runs)], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    comparable = {line.split(" | ")[0][2:]: line.split(" | ")[9] for line in done.stdout.splitlines() if "ours:" in line}
+    assert comparable == {"base, no adaptation": "no: another answer prompt", "passage only": "no: graded by openai gpt-4.1-mini, not gpt-4.1",
+                          "implications": "yes", "implications + skill": "no: implications from another prompt"}
+    assert all(line.split(" | ")[9] == "(reference)" for line in done.stdout.splitlines()
+               if line.startswith("|") and ("published" in line or "PaST paper" in line))
+    note = done.stdout.split("**Not comparable with the published rows**")[1]
+    assert "(3 of our 4" in note and "b.json" in note and "c.json" in note and "d.json" in note and "a.json" not in note
+    assert "JUDGE_MODEL=gpt-4.1" in note
+    assert not_comparable({"overall": {}}) == ["its judge and prompts are not recorded"]  # e.g. SEAL's own files
 
 
 def test_results_table_reads_seals_own_run_files_and_refuses_others(tmp_path):
@@ -114,7 +140,7 @@ def test_ablation_rows_in_order_and_accuracy_against_lambda(tmp_path):
     done = subprocess.run([sys.executable, str(TABLE), str(runs), "--no_published", "--plot", str(plot)],
                           capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr
-    ours = [line.split(" | ")[3] for line in done.stdout.splitlines()[2:]]
+    ours = [line.split(" | ")[3] for line in done.stdout.splitlines()[2:] if "ours:" in line]
     assert ours == ["-", "-", "+0.5*v(K=2) (post; sha256:ababababababa)", "+0.5*v(K=1) (post; sha256:cdcdcdcdcdcdc)",
                     "+0.5*v(K=2) (post; sha256:ababababababa)", "+1*v(K=2) (post; sha256:ababababababa)",
                     "+0.5*v(K=2) (pre; sha256:ababababababa)"]

@@ -151,6 +151,9 @@ def test_skill_conditions_record_what_was_served(skill_servers, skill_vector, ti
         assert server["served_model"] == str(skill_servers["served"]) and server["trainer_model"] == str(tiny_model_fp32)
         assert server["skill"] == {"vector": str(skill_vector), "fingerprint": fingerprint, "alpha": ALPHA, "order": "post", "name": "v"}
         assert run_json["n_articles"] == 2 and run_json["overall"]["n_questions"] == 4
+        # float32 served model: every non-zero element of lambda * v is in it
+        survival = run_json["skill_survival"]
+        assert survival["share"] == 1.0 and survival["served_dtypes"] == ["float32"] and survival["nonzero"] > 0
     # skill_only trains nothing: its answers are the implications_skill run's baseline answers.
     answers = {c: [q[k] for a in runs[c]["articles"] for q in a["completions"][0]["questions"]]
                for c, k in (("implications_skill", "baseline_answer"), ("skill_only", "adapter_answer"))}
@@ -162,7 +165,7 @@ def test_skill_conditions_record_what_was_served(skill_servers, skill_vector, ti
     table = subprocess.run([sys.executable, str(GK / "results_table.py"), str(results), "--no_published"],
                            capture_output=True, text=True, cwd=REPO)
     assert table.returncode == 0, table.stderr
-    assert f"+{ALPHA:g}*v (post; {fingerprint[:20]})" in table.stdout and "skill only (no TTT)" in table.stdout
+    assert f"+{ALPHA:g}*v (post; {fingerprint[:20]}; 100% kept in float32)" in table.stdout and "skill only (no TTT)" in table.stdout
 
 
 def test_pre_order_trains_against_the_served_model(skill_servers, skill_vector, tiny_model_fp32, lexical_judge_url):

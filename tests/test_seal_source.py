@@ -243,3 +243,30 @@ def test_gate_cli_records_and_stops_unless_overridden(tmp_path, sft_accuracy, ov
     # Answers to other questions are not compared.
     other = write_answers(tmp_path / "other.json", "sft", 0.5, passages="q.json")
     assert python(GK / "knowledge_gate.py", "decide", "--base", base, "--sft", other, "--output", tmp_path / "g2.json").returncode != 0
+
+
+def test_the_readme_table_of_source_sft_against_ttt_states_the_defaults_the_code_runs():
+    """README_GRPO_DELTA.md compares the source SFT with the target's TTT; each value it states is
+    the default of the code that runs it (source_round.sh's SFT settings, seal_squad.ttt.TTTRecipe,
+    verl's optimizer config), so a changed default fails here until the README says so."""
+    import re
+
+    import yaml
+    import verl
+
+    from seal_squad.ttt import TTTRecipe
+
+    readme = (GK / "README_GRPO_DELTA.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in readme.splitlines()
+            if line.startswith("| ") and line.count("|") == 4}
+    script = (GK / "source_round.sh").read_text()
+    sft = {name: re.search(rf"{name}=\$\{{{name}:-([^}}]+)\}}", script).group(1) for name in ("SFT_LR", "SFT_EPOCHS", "SFT_BATCH_SIZE")}
+    optim = yaml.safe_load((Path(verl.__file__).parent / "trainer" / "config" / "optim" / "fsdp.yaml").read_text())
+    ttt = TTTRecipe()
+    assert f"`SFT_LR` {sft['SFT_LR']}" in rows["optimizer"] and f"weight decay {optim['weight_decay']}" in rows["optimizer"]
+    assert optim["lr_scheduler_type"] == "constant" and "constant" in rows["optimizer"]
+    assert ttt.finetune_lr == 1e-3 and "lr 1e-3 with linear decay" in rows["optimizer"]
+    assert f"`SFT_EPOCHS` {sft['SFT_EPOCHS']}, `SFT_BATCH_SIZE` {sft['SFT_BATCH_SIZE']}" in rows["epochs, batch"]
+    assert f"{ttt.finetune_epochs} epochs, batch {ttt.batch_size}" in rows["epochs, batch"]
+    assert f"LoRA r {ttt.lora_rank}, α {ttt.lora_alpha:g}, on q_proj and v_proj" in rows["what is trained"]
+    assert ttt.pads_in_loss and f"padded to {ttt.max_seq_length} tokens with EOS, the pads in the loss" in rows["padding and loss"]

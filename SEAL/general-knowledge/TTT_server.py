@@ -260,7 +260,8 @@ def main(argv=None):
     parser.add_argument("--eval_top_p", type=float, default=1.0)
     parser.add_argument("--eval_max_tokens", type=int, default=64)
     parser.add_argument("--stop_token", action="append", help="stop answering at this token (repeatable; default the tokenizer's EOS)")
-    parser.add_argument("--answer_template", help="a text file with the answer prompt, {question} in it (e.g. SEAL's exact one)")
+    parser.add_argument("--answer_template", help="a text file with the answer prompt, {question} in it "
+                        "(default: SEAL's, prompts.SQUAD_ANSWER_TEMPLATE)")
     parser.add_argument("--adapter_dir", default="outputs/seal/adapters", help="where adapters are written (vLLM must read it)")
     parser.add_argument("--keep_adapters", action="store_true", help="do not delete adapters after evaluation (debugging)")
     parser.add_argument("--ready_file", help="write the server's description (info) here once it listens")

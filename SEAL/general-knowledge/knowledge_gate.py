@@ -93,7 +93,8 @@ def main(argv=None):
     p.add_argument("--backend", default="hf", choices=BACKENDS, help="how the model answers (default %(default)s)")
     add_backend_args(p, concurrency=64)
     p.add_argument("--max_new_tokens", type=int, default=64, help="answer length in tokens (default %(default)s, as GRPO's responses)")
-    p.add_argument("--answer_template", help="a text file with the answer prompt, {question} in it")
+    p.add_argument("--answer_template", help="a text file with the answer prompt, {question} in it, the one "
+                   "TTT_server.py gets (default: SEAL's, prompts.SQUAD_ANSWER_TEMPLATE)")
     p.set_defaults(run=answer, seed=0)  # greedy answers; vLLM's engine seed
     p = sub.add_parser("decide", help="compare the SFT model's accuracy with the base model's")
     p.add_argument("--base", required=True, help="`answer` output of the base model")

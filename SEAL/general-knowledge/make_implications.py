@@ -4,12 +4,12 @@
     python SEAL/general-knowledge/make_implications.py --input data/squad/squad_val_eval.json \
         --output data/squad/implications_base.json --model Qwen/Qwen2.5-7B --backend vllm
     python SEAL/general-knowledge/make_implications.py ... --backend openai --base_url http://127.0.0.1:8001/v1
-    python SEAL/general-knowledge/make_implications.py ... --prompt_file seal_implications.txt   # SEAL's exact prompt
+    python SEAL/general-knowledge/make_implications.py ... --prompt_file my_implications.txt   # another prompt
 
 SEAL's settings are the defaults: k=5 samples, temperature 1.0, top_p 0.95, 8192 new tokens, no
-stop string (a completion runs to EOS), no chat template. The prompt is prompts.py's
-IMPLICATIONS_TEMPLATES[--prompt] (this project's wording), or a text file with {title} and
-{context} in it. Output: the passages with `completions` (k strings) and `prompt`, in SEAL's
+stop string (a completion runs to EOS), no chat template, and SEAL's prompt: prompts.py's
+IMPLICATIONS_TEMPLATES[--prompt] holds SEAL's prompts verbatim; --prompt_file gives another, a
+text file with {title} and {context} in it. Output: the passages with `completions` (k strings) and `prompt`, in SEAL's
 schema, and OUT.meta (model, temperature, top_p, max_tokens, n, k, ...). Base-model output
 carries junk (trailing source lists and the like); it is kept, as in SEAL.
 
@@ -51,8 +51,8 @@ def parse_args(argv):
     p.add_argument("--top_p", type=float, default=0.95)
     p.add_argument("--max_new_tokens", type=int, default=8192)
     p.add_argument("--prompt", default=DEFAULT_IMPLICATIONS_PROMPT, choices=list(IMPLICATIONS_TEMPLATES),
-                   help=f"prompts.py template (default {DEFAULT_IMPLICATIONS_PROMPT})")
-    p.add_argument("--prompt_file", help="a text file with the prompt instead, {title} and {context} in it (e.g. SEAL's exact one)")
+                   help=f"which of SEAL's prompts (prompts.IMPLICATIONS_TEMPLATES; default {DEFAULT_IMPLICATIONS_PROMPT})")
+    p.add_argument("--prompt_file", help="a text file with another prompt instead, {title} and {context} in it")
     p.add_argument("--seed", type=int, default=0, help="sampling seed of the first chunk (chunk at position i: seed + i)")
     p.add_argument("--chunk_passages", type=int, default=64, help="passages per generation call and per resume point (default 64)")
     add_backend_args(p, concurrency=64)

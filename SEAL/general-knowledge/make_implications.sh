@@ -5,14 +5,15 @@
 #
 #   bash SEAL/general-knowledge/make_implications.sh                          # Qwen2.5-7B, vLLM, SEAL's 200 passages
 #   GENERATOR=checkpoints/tiny-qwen2 SQUAD_INPUT=squad_val.json SQUAD_N=2 GEN_COMPLETIONS=1 GEN_MAX_NEW_TOKENS=64 bash ...   # CPU
-#   bash SEAL/general-knowledge/make_implications.sh --prompt_file seal_prompt.txt   # args go to make_implications.py
+#   PROMPT_FILE=my_prompt.txt bash SEAL/general-knowledge/make_implications.sh     # another implications prompt
 #   DRY_RUN=1 bash SEAL/general-knowledge/make_implications.sh                # print the commands only
 # Settings (environment): the data (scripts/common.sh, squad_settings): SQUAD_INPUT
 # (rajpurkar/squad, or a local grouped JSON / raw SQuAD file), SQUAD_SPLIT (validation),
 # SQUAD_SEED 42, SQUAD_START 0, SQUAD_N 200, SQUAD_DATA (data/squad), PASSAGES, GENERATOR
 # (Qwen/Qwen2.5-7B), IMPLICATIONS (the output); generation: GEN_BACKEND (vllm on a GPU with vLLM, else hf;
 # openai with GEN_BASE_URL, e.g. a running vllm serve), GEN_TP 1, GEN_COMPLETIONS 5, GEN_TEMPERATURE 1.0,
-# GEN_TOP_P 0.95, GEN_MAX_NEW_TOKENS 8192, GEN_SEED 0, PROMPT (implications; see prompts.py).
+# GEN_TOP_P 0.95, GEN_MAX_NEW_TOKENS 8192, GEN_SEED 0, PROMPT (implications: SEAL's prompts, see prompts.py),
+# PROMPT_FILE (a text file with the prompt instead, {title} and {context} in it).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/common.sh"
 squad_settings

@@ -35,7 +35,8 @@ def main(argv=None):
     parser.add_argument("--output_dir", required=True, help="writes stage1_sft.parquet, grpo.parquet and their manifests")
     parser.add_argument("--no_split_newlines", dest="split_newlines", action="store_false",
                         help="one sequence per ---segment instead of one per line (TTT splits lines, as SEAL evaluates)")
-    parser.add_argument("--answer_template", help="a text file with the answer prompt, {question} in it (as TTT_server.py takes)")
+    parser.add_argument("--answer_template", help="a text file with the answer prompt, {question} in it, the one "
+                        "TTT_server.py gets (default: SEAL's, prompts.SQUAD_ANSWER_TEMPLATE)")
     args = parser.parse_args(argv)
     try:
         items = load_passages(args.implications)

@@ -13,6 +13,9 @@ Conditions (what each passage's adapter is trained on; what the server must serv
   implications_skill  implications, on a server that serves base + lambda * skill (PaST's row)
 The server says what it serves ({"cmd": "info"}); a condition that does not fit it is refused,
 and the run JSON records it (served model, trainer model, lambda, the vector's fingerprint, judge).
+With a skill vector, the share of its elements that survive the cast of W + lambda * v to the
+served dtype is measured once per served model (seal_squad/precision.py), logged and recorded
+("skill_survival"); below 50% the log recommends float32 serving (SERVED_DTYPE=float32).
 
 Questions are asked as "Topic: <title>\\n<question>". Round r of a completion uses TTT seed
 --seed + r. Finished passages are kept in OUT.partial.jsonl: a rerun with the same settings
@@ -35,6 +38,7 @@ from tqdm import tqdm  # noqa: E402
 from prompts import squad_question  # noqa: E402
 from seal_squad.data import count_questions, load_passages  # noqa: E402
 from seal_squad.partial import PartialFile  # noqa: E402
+from seal_squad.precision import cached_survival, report  # noqa: E402
 from seal_squad.results import article_entry, completion_entry, overall_stats  # noqa: E402
 from seal_squad.sequences import training_sequences  # noqa: E402
 from utils import write_json_atomic  # noqa: E402
@@ -153,6 +157,14 @@ def main(argv=None):
             sys.exit(f"--condition {args.condition} needs a TTT server that serves "
                      f"{'base + lambda * skill (start_servers.sh with SKILL_VECTOR)' if needs_skill else 'the plain base model (no SKILL_VECTOR)'}; "
                      f"this one serves {server.get('served_model')} (skill: {server.get('skill')})")
+        survival = None
+        if needs_skill:
+            skill = server["skill"]
+            try:
+                survival = cached_survival(server["base_model"], server["served_model"], skill["vector"], skill["alpha"])
+            except (ValueError, OSError) as e:
+                sys.exit(f"cannot measure how much of {skill['vector']} survives in {server['served_model']}: {e}")
+            log.info(report(survival))
         lora_params = {k: getattr(args, k) for k in ("lora_rank", "lora_alpha", "lora_dropout", "finetune_epochs",
                                                       "finetune_lr", "batch_size", "gradient_accumulation_steps")}
         settings = {"condition": args.condition, "dataset": str(args.dataset), "n_articles": len(dataset),
@@ -200,6 +212,7 @@ def main(argv=None):
             "articles": articles,
             "condition": args.condition,
             "server": server,
+            "skill_survival": survival,
             "dataset_meta": json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.is_file() else None,
             "seed": args.seed,
             "seconds": round(time.time() - start, 1),

@@ -6,9 +6,11 @@ JSONs (query_server.py), each row saying whose numbers it holds.
 
 Accuracy = mean over passages of the passage's accuracy (macro), +- the standard deviation of the
 passage means, as SEAL reports it. Published rows: single-passage TTT on SEAL's 200 evaluation
-passages (974 questions), Qwen2.5-7B, greedy answers of at most 64 tokens, GPT-4.1 grader. Our
-rows say which judge graded them: numbers from the lexical judge or a tiny model only check the
-plumbing and compare with nothing. Our rows come in the table's order (base, passage only,
+passages (974 questions), Qwen2.5-7B, greedy answers of at most 64 tokens, GPT-4.1 grader, SEAL's
+prompts. Our rows say which judge graded them, and the column "comparable" marks every row graded by
+another judge (a cheaper grader may be chosen on purpose) or asked with other prompts "no" with the
+reasons, repeated in a note under the table: such a number measures something else. Numbers from
+the lexical judge or a tiny model only check the plumbing. Our rows come in the table's order (base, passage only,
 implications, skill only, implications + skill), the skill rows by vector, order (post/pre) and
 lambda, so a lambda sweep, pre vs post and one vector against another (K=1 vs K rounds) read
 down the table. --plot draws accuracy against lambda: one line per vector and order for
@@ -24,10 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
-from seal_squad.results import read_run  # noqa: E402
+from seal_squad.results import SEAL_JUDGE_MODEL, not_comparable, read_run  # noqa: E402
 
 COLUMNS = ["row", "implications by", "model TTT'd", "skill", "accuracy %", "+- std", "passages", "questions",
-           "grader", "numbers from"]
+           "grader", "comparable", "numbers from"]
 
 # (row, implications by, model TTT'd, skill, accuracy, std of passage means, source); std from SEAL's files.
 PUBLISHED = [
@@ -44,8 +46,9 @@ ROW_NAMES = {"base": "base, no adaptation", "passage": "passage only", "implicat
 ROW_ORDER = list(ROW_NAMES)
 
 
-def skill_label(skill):
-    return f"+{skill['alpha']:g}*{skill.get('name') or 'v'} ({skill['order']}; {skill['fingerprint'][:20]})"
+def skill_label(skill, survival=None):
+    kept = f"; {100 * survival['share']:.0f}% kept in {'/'.join(survival['served_dtypes'])}" if survival else ""
+    return f"+{skill['alpha']:g}*{skill.get('name') or 'v'} ({skill['order']}; {skill['fingerprint'][:20]}{kept})"
 
 
 def sort_key(run):
@@ -62,6 +65,7 @@ def run_row(path, run):
     meta = run.get("dataset_meta") or {}
     trains = condition not in ("base", "skill_only")
     judge = server.get("judge") or {}
+    apart = not_comparable(run)
     overall = run["overall"]
     questions = overall.get("n_questions") or sum(
         1 for a in run["articles"] for q in a["completions"][0]["questions"] if q.get("rep", 0) == 0)
@@ -69,12 +73,13 @@ def run_row(path, run):
         ROW_NAMES.get(condition, f"run {run['exp_name']}"),
         meta.get("model", "-") if condition in ("implications", "implications_skill") else "-",
         server.get("trainer_model", "?") if trains else "-",
-        skill_label(skill) if skill else "-",
+        skill_label(skill, run.get("skill_survival")) if skill else "-",
         round(100 * overall["adapter_mean_accuracy"], 2),
         round(100 * overall["adapter_std_of_article_means"], 2),
         run["n_articles"],
         questions,
         f"{judge.get('backend', '?')} {judge.get('judge_model') or ''}".strip() if judge else "?",
+        "no: " + "; ".join(apart) if apart else "yes",
         f"ours: {path}",
     ]
 
@@ -157,10 +162,16 @@ def main(argv=None):
             plot_lambda([run for run, _ in runs], args.plot)
     except ValueError as e:
         parser.error(str(e))
-    published = [] if args.no_published else [[r, i, m, s, a, sd, "200", "974", "GPT-4.1", src]
+    published = [] if args.no_published else [[r, i, m, s, a, sd, "200", "974", "GPT-4.1", "(reference)", src]
                                                 for r, i, m, s, a, sd, src in PUBLISHED]
     rows = published + ours
     table = markdown(rows)
+    apart = [f"{row[0]} ({f})" for row, (run, f) in zip(ours, runs) if not_comparable(run)]
+    if apart:
+        table += (f"\n**Not comparable with the published rows** ({len(apart)} of our {len(ours)}: another judge than "
+                  f"SEAL's {SEAL_JUDGE_MODEL}, or other prompts; see the column \"comparable\"): {', '.join(apart)}. To "
+                  f"compare, grade with JUDGE_BACKEND=openai JUDGE_MODEL={SEAL_JUDGE_MODEL} and keep SEAL's prompts "
+                  "(ANSWER_TEMPLATE and PROMPT_FILE unset).\n")
     print(table, end="")
     if args.output:
         Path(args.output).write_text(table, encoding="utf-8")

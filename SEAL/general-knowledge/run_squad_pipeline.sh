@@ -20,8 +20,10 @@
 #   bash SEAL/general-knowledge/quickstart.sh                       # the same on a CPU, a tiny model, in minutes
 #
 # Judges: JUDGE_URL grades the evaluation (GPT-4.1 in SEAL's table); if none answers there,
-# JUDGE_BACKEND starts one (scripts/train/start_judge_server.sh, JUDGE_ARGS its extra arguments),
-# stopped at the end. RL_JUDGE_URL (default JUDGE_URL) rewards GRPO and grades the gate; it must
+# JUDGE_BACKEND starts one (scripts/train/start_judge_server.sh, JUDGE_ARGS its extra arguments;
+# JUDGE_MODEL defaults to gpt-4.1 for the openai backend), stopped at the end. Another judge may be
+# chosen (a cheaper grader, an open model): the pipeline warns, and the table marks its rows "not
+# comparable" with SEAL's. RL_JUDGE_URL (default JUDGE_URL) rewards GRPO and grades the gate; it must
 # already answer when it differs. The lexical (word-overlap) judge runs only when named.
 # GPUs (one node): implications and the gate on the first GPU (vLLM), SFT and GRPO on all GPUs but
 # JUDGE_GPUS, the evaluation on EVAL_GPU_PAIRS "vLLM GPU:TTT GPU" pairs, one server pair each
@@ -40,7 +42,10 @@
 #   SQUAD_SEED 42, SQUAD_START 0, SQUAD_N 200), GEN_COMPLETIONS (1; SEAL generated 5 and evaluated
 #   the first), K_COMPLETIONS (1), EVAL_TIMES (1), MAX_SEQ_LENGTH (2048), EVAL_ARGS (extra
 #   query_server.py arguments), TTT_ARGS (extra TTT_server.py arguments), EVAL_GPU_PAIRS, RL_JUDGE_URL,
-#   RL_JUDGE_TOKEN_FILE, RL_JUDGE_BACKEND, GATE_MARGIN, GATE_OVERRIDE and every setting of
+#   RL_JUDGE_TOKEN_FILE, RL_JUDGE_BACKEND, GATE_MARGIN, GATE_OVERRIDE, SERVED_DTYPE (empty: base + lambda * v
+#   served in the base's dtype; float32: written and served in float32, see start_servers.sh), the prompts (SEAL's by default:
+#   PROMPT_FILE, a file with the implications prompt; ANSWER_TEMPLATE, a file with the answer prompt that
+#   the GRPO data, the gate and the evaluation all use) and every setting of
 #   source_round.sh (SFT and GRPO), start_servers.sh and eval_condition.sh by the same names.
 #   Outputs: DATA_ROOT/squad (passages, implications), CKPT_ROOT/squad_rounds (ROUNDS_DIR),
 #   CKPT_ROOT/seal_served (base + lambda * v models), RESULTS_DIR/squad (SQUAD_RESULTS).
@@ -58,6 +63,8 @@ K_COMPLETIONS=${K_COMPLETIONS:-1}
 EVAL_ARGS=${EVAL_ARGS:-}
 # --- judges
 JUDGE_BACKEND=${JUDGE_BACKEND:-}
+squad_judge_settings
+squad_serving_settings
 RL_JUDGE_URL=${RL_JUDGE_URL:-$JUDGE_URL}
 RL_JUDGE_TOKEN_FILE=${RL_JUDGE_TOKEN_FILE:-$JUDGE_TOKEN_FILE}
 RL_JUDGE_BACKEND=${RL_JUDGE_BACKEND:-$JUDGE_BACKEND}
@@ -72,6 +79,7 @@ if [[ -d "$MODEL" ]]; then base="$MODEL"; else base="$CKPT_ROOT/base/$(basename 
 GENERATOR="$base"
 squad_settings
 squad_generation_settings
+squad_answer_settings
 export DATA_ROOT CKPT_ROOT RESULTS_DIR LOG_DIR ROUNDS_DIR ALPHA GEN_COMPLETIONS K_COMPLETIONS JUDGE_URL
 export GENERATOR PASSAGES IMPLICATIONS SQUAD_RESULTS   # the evaluation drivers read these
 
@@ -101,6 +109,10 @@ track_run   # everything started from here on is stopped on exit (scripts/common
 ensure_judge "SQuAD pipeline"
 if [[ "$RL_JUDGE_URL" != "$JUDGE_URL" ]]; then
   JUDGE_URL="$RL_JUDGE_URL" JUDGE_TOKEN_FILE="$RL_JUDGE_TOKEN_FILE" JUDGE_BACKEND="$RL_JUDGE_BACKEND" check_judge "GRPO rewards" >/dev/null
+fi
+if [[ -n "${JUDGE_DESCRIPTION:-}" && ! "$JUDGE_DESCRIPTION" =~ ^openai\ gpt-4\.1(-[0-9]{4}-[0-9]{2}-[0-9]{2})?$ ]]; then
+  echo "WARNING: the evaluation is graded by '$JUDGE_DESCRIPTION', not SEAL's GPT-4.1 (JUDGE_BACKEND=openai" \
+    "JUDGE_MODEL=gpt-4.1): the table marks every row of this run 'not comparable' with SEAL's published rows" >&2
 fi
 echo "judge: $JUDGE_URL (backend ${JUDGE_DESCRIPTION:-not checked under DRY_RUN}); RL judge: $RL_JUDGE_URL;" \
   "model: $MODEL; K=$K rounds x $SOURCE_N source passages; ALPHA=$ALPHA, sweep: $SWEEP_ALPHAS; evaluation pairs: $EVAL_GPU_PAIRS"
@@ -134,15 +146,16 @@ for a in $SWEEP_ALPHAS; do
 done
 groups+=("$(vector "$K") $ALPHA pre v(K=$K) implications_skill")
 ((K == 1)) || groups+=("$(vector 1) $ALPHA post v(K=1) implications_skill skill_only")
-served() { echo "$CKPT_ROOT/seal_served/$(basename "$(dirname "$1")")_alpha$2"; }   # base + alpha * vector
+served() { echo "$CKPT_ROOT/seal_served/$(basename "$(dirname "$1")")_alpha$2${SERVED_DTYPE:+_$SERVED_DTYPE}"; }   # base + alpha * vector
 
 # The served models first, one at a time (groups of one model run side by side).
+served_base "$base" "$CKPT_ROOT/seal_served"
 declare -A written=()
 for group in "${groups[@]:1}"; do
   read -r vec alpha _ <<< "$group"
   out="$(served "$vec" "$alpha")"
   [[ -e "$out/config.json" || -n "${written[$out]:-}" ]] || run_python "$PYTHON" "$ROOT/inherit_weight.py" \
-    --skill_vector "$vec" --alpha "$alpha" --target_models "$base" --output_dirs "$out"
+    --skill_vector "$vec" --alpha "$alpha" --target_models "$SERVED_BASE" --output_dirs "$out"
   written[$out]=1
 done
 

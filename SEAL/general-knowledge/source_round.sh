@@ -25,13 +25,15 @@
 # SOURCE_SPLIT (train), SOURCE_SEED (42), SOURCE_START (0), SOURCE_N (50, suggested: SEAL's round
 # size), EXCLUDE (the evaluation passages' JSON), PREVIOUS_SKILL (round k-1's vector), ALPHA (1.0,
 # suggested), GATE_MARGIN (0.05), GATE_OVERRIDE (0), GATE_BACKEND (vllm on a GPU with vLLM, else hf), the
-# GEN_* settings of make_implications.sh (GEN_COMPLETIONS 1 here), and sft.sh's and grpo.sh's
+# GEN_* settings and PROMPT_FILE of make_implications.sh (GEN_COMPLETIONS 1 here), ANSWER_TEMPLATE (a file
+# with the answer prompt of the GRPO data and the gate, as start_servers.sh's; empty: SEAL's), sft.sh's and grpo.sh's
 # settings, with these suggested defaults for the SQuAD source stage: SFT_EPOCHS 5, SFT_LR 1e-5,
 # SFT_BATCH_SIZE 16, SFT_MAX_LENGTH 2048, ROLLOUT_N 8, ROLLOUT_TEMPERATURE 1.0, GRPO_LR 1e-6,
 # KL_LOSS_COEF 0.001, GRPO_BATCH_SIZE 32, GRPO_EPOCHS 5, MAX_PROMPT_LENGTH 512, MAX_RESPONSE_LENGTH 64.
 # Trailing args are Hydra overrides for GRPO.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/common.sh"
+squad_answer_settings
 ROUND=${ROUND:-1}
 ROUNDS_DIR=${ROUNDS_DIR:-${CKPT_ROOT:-$ROOT/checkpoints}/squad_rounds}
 MODEL=${MODEL:-}
@@ -77,7 +79,8 @@ echo "=== SQuAD source round $ROUND: $SOURCE_N passages from position $((SOURCE_
 [[ -f "$round_dir/implications.json" ]] || run_cmd "$PYTHON" "$GK/make_implications.py" --input "$round_dir/passages.json" \
   --output "$round_dir/implications.json" "${implications_args[@]}"
 [[ -f "$round_dir/data/grpo.parquet" ]] || run_cmd "$PYTHON" "$GK/make_source_data.py" \
-  --implications "$round_dir/implications.json" --output_dir "$round_dir/data"
+  --implications "$round_dir/implications.json" --output_dir "$round_dir/data" \
+  ${ANSWER_TEMPLATE:+--answer_template "$ANSWER_TEMPLATE"}
 
 # knowledge SFT: MODEL -> sft_k
 sft_model="$round_dir/stage1/final"
@@ -97,7 +100,7 @@ if ! gate_passed; then
     [[ -f "$round_dir/gate/$who.json" ]] || run_cmd "$PYTHON" "$GK/knowledge_gate.py" answer --model "$model" \
       --passages "$round_dir/passages.json" --output "$round_dir/gate/$who.json" --backend "$GATE_BACKEND" \
       --judge_url "$JUDGE_URL" ${JUDGE_TOKEN_FILE:+--judge_token_file "$JUDGE_TOKEN_FILE"} \
-      --max_new_tokens "$MAX_RESPONSE_LENGTH"
+      --max_new_tokens "$MAX_RESPONSE_LENGTH" ${ANSWER_TEMPLATE:+--answer_template "$ANSWER_TEMPLATE"}
   done
   gate_cmd=("$PYTHON" "$GK/knowledge_gate.py" decide --base "$round_dir/gate/base.json" --sft "$round_dir/gate/sft.json"
     --margin "$GATE_MARGIN" --output "$round_dir/gate.json")

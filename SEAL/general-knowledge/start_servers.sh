@@ -14,19 +14,25 @@
 # Settings (environment): BASE_MODEL (Qwen/Qwen2.5-7B; a local dir with SKILL_VECTOR), SKILL_VECTOR,
 # ALPHA 1.0, SKILL_ORDER post, SKILL_NAME (v: the vector's name in the results table), SERVED_MODEL (CKPT_ROOT/seal_served/<vector>_alpha<ALPHA>),
 # VLLM_GPUS 0, TTT_GPU 1, VLLM_PORT 8001, ZMQ_PORT 5555, MAX_SEQ_LENGTH 2048 (training sequences),
-# VLLM_MAX_MODEL_LEN (MAX_SEQ_LENGTH), MAX_LORA_RANK 32,
-# EVAL_MAX_TOKENS 64, TTT_DTYPE (bfloat16 on a GPU, float32 on a CPU), START_JUDGE 1 (with
-# JUDGE_BACKEND), JUDGE_URL, JUDGE_TOKEN_FILE, STARTUP_TIMEOUT 900 s, LOG_DIR (outputs/; logs
-# and pid files in LOG_DIR/seal). Everything binds loopback: run query_server.py on this node.
+# VLLM_MAX_MODEL_LEN (MAX_SEQ_LENGTH), MAX_LORA_RANK 32, SERVED_DTYPE (empty: the base's dtype; float32:
+# W + lambda * v written from a float32 copy of BASE_MODEL and served in float32, when query_server.py
+# reports that little of the vector survives in bf16; SERVED_MODEL then ends in _float32),
+# EVAL_MAX_TOKENS 64, ANSWER_TEMPLATE (a file with the answer prompt, {question} in it; empty: SEAL's),
+# TTT_DTYPE (bfloat16 on a GPU, float32 on a CPU), START_JUDGE 1 (with JUDGE_BACKEND; JUDGE_MODEL
+# gpt-4.1 for openai, SEAL's grader), JUDGE_URL, JUDGE_TOKEN_FILE, STARTUP_TIMEOUT 900 s, LOG_DIR
+# (outputs/; logs and pid files in LOG_DIR/seal). Everything binds loopback: run query_server.py on this node.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/common.sh"
+squad_answer_settings
+squad_judge_settings
+squad_serving_settings
 BASE_MODEL=${BASE_MODEL:-Qwen/Qwen2.5-7B}
 SKILL_VECTOR=${SKILL_VECTOR:-}
 ALPHA=${ALPHA:-1.0}
 SKILL_ORDER=${SKILL_ORDER:-post}
 SKILL_NAME=${SKILL_NAME:-v}
 CKPT_ROOT=${CKPT_ROOT:-$ROOT/checkpoints}
-SERVED_MODEL=${SERVED_MODEL:-$([[ -n "$SKILL_VECTOR" ]] && echo "$CKPT_ROOT/seal_served/$(basename "${SKILL_VECTOR%.*}")_alpha$ALPHA" || echo "$BASE_MODEL")}
+SERVED_MODEL=${SERVED_MODEL:-$([[ -n "$SKILL_VECTOR" ]] && echo "$CKPT_ROOT/seal_served/$(basename "${SKILL_VECTOR%.*}")_alpha$ALPHA${SERVED_DTYPE:+_$SERVED_DTYPE}" || echo "$BASE_MODEL")}
 VLLM_GPUS=${VLLM_GPUS:-0}
 TTT_GPU=${TTT_GPU:-1}
 VLLM_PORT=${VLLM_PORT:-8001}
@@ -59,8 +65,9 @@ if [[ -n "$SKILL_VECTOR" ]]; then
   [[ -d "$BASE_MODEL" ]] || usage_error "with SKILL_VECTOR, BASE_MODEL must be a local model dir (inherit_weight.py" \
     "reads it), got '$BASE_MODEL': download it first (huggingface-cli download Qwen/Qwen2.5-7B --local-dir DIR)"
   if [[ ! -f "$SERVED_MODEL/config.json" ]]; then
+    served_base "$BASE_MODEL" "$CKPT_ROOT/seal_served"
     run_cmd "$PYTHON" "$ROOT/inherit_weight.py" --skill_vector "$SKILL_VECTOR" --alpha "$ALPHA" \
-      --target_models "$BASE_MODEL" --output_dirs "$SERVED_MODEL"
+      --target_models "$SERVED_BASE" --output_dirs "$SERVED_MODEL"
   else
     echo "serving the existing $SERVED_MODEL (base + $ALPHA * skill; remove it to rebuild)" >&2
   fi
@@ -74,13 +81,15 @@ vllm_cmd=(env VLLM_ALLOW_RUNTIME_LORA_UPDATING=True CUDA_VISIBLE_DEVICES="$VLLM_
   --max-model-len "$VLLM_MAX_MODEL_LEN" --enable-lora --max-lora-rank "$MAX_LORA_RANK")
 if [[ "$DEVICE" == gpu ]]; then
   vllm_cmd+=(--tensor-parallel-size "$(tr ',' '\n' <<< "$VLLM_GPUS" | grep -c .)")
+  [[ -z "$SERVED_DTYPE" ]] || vllm_cmd+=(--dtype "$SERVED_DTYPE")
 else
-  vllm_cmd+=(--dtype "$TTT_DTYPE" --enforce-eager)   # the same dtype as the trainer's model
+  vllm_cmd+=(--dtype "${SERVED_DTYPE:-$TTT_DTYPE}" --enforce-eager)   # by default the trainer's dtype
 fi
 ttt_cmd=(env CUDA_VISIBLE_DEVICES="$TTT_GPU" "$PYTHON" "$ROOT/SEAL/general-knowledge/TTT_server.py"
   --vllm_url "$vllm_url" --base_model "$BASE_MODEL" --zmq_port "$ZMQ_PORT" --judge_url "$JUDGE_URL"
   --max_seq_length "$MAX_SEQ_LENGTH" --eval_max_tokens "$EVAL_MAX_TOKENS" --dtype "$TTT_DTYPE"
-  --adapter_dir "$SERVER_LOGS/adapters_$ZMQ_PORT" --ready_file "$ready_file")
+  --adapter_dir "$SERVER_LOGS/adapters_$ZMQ_PORT" --ready_file "$ready_file"
+  ${ANSWER_TEMPLATE:+--answer_template "$ANSWER_TEMPLATE"})
 [[ -z "$SKILL_VECTOR" ]] || ttt_cmd+=(--served_model "$SERVED_MODEL" --skill_vector "$SKILL_VECTOR" --alpha "$ALPHA"
   --skill_order "$SKILL_ORDER" --skill_name "$SKILL_NAME")
 [[ -z "$JUDGE_TOKEN_FILE" ]] || ttt_cmd+=(--judge_token_file "$JUDGE_TOKEN_FILE")
