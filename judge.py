@@ -21,14 +21,18 @@ answers that mean "busy or not up yet, try later" (the server's 503 says its bac
 unreachable or overloaded; what it judged meanwhile is cached, so a retry pays only for the
 rest). Every other answer is final and raises JudgeRequestError: 401 (no or wrong token), 413
 (request too large), 422 (malformed), 500 (a bug in the server: its log has the traceback), 502
-(the backend refused the server's key or model). When the retries are used up it raises
-JudgeUnavailableError.
+(the backend refused the server's key or model), and so is a 200 that is not one result per
+item with a true/false verdict and a score in [0, 1]. When the retries are used up it raises
+JudgeUnavailableError. A call with more than `max_items` (1024, the server's default) items is
+sent as several requests. Error texts have keys redacted (utils.redact).
 
 The bearer token for a server that wants one: the file `token_file`, else the file named by env
 JUDGE_TOKEN_FILE, else env JUDGE_AUTH_TOKEN. A file named by path is how the token reaches
 processes on other nodes (a shared filesystem) without passing through a command line, a Hydra
 override or Ray's runtime_env, which verl prints. The token is never logged, put into an error
-message or shown by repr.
+message or shown by repr. The servers' token rules live here too, for the judge server and the
+TTT server alike: a token file others may read is warned about, a server refuses a token under
+16 characters, and a server off loopback refuses to start without a token.
 """
 
 import asyncio
