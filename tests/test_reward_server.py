@@ -550,7 +550,7 @@ def test_a_million_items_are_refused_at_the_item_limit_without_parsing_them(tmp_
     (b'{"items": [{"question": NaN, "reference": "r", "response": "x"}]}', "NaN is not a JSON number"),
     (b'{"items": [{"question": "q", "reference": Infinity, "response": "x"}]}', "Infinity is not a JSON number"),
     (b'{"grader": "\\ud800", "items": [{"question": "q", "reference": "r", "response": "x"}]}', "unknown grader '\\\\ud800'"),
-    (b'{"items": [{"question": "\\udfff", "reference": 5, "response": "x"}]}', "valid string"),
+    (b'{"items": [{"question": "q", "reference": ["\\udfff"], "response": "x"}]}', "valid string"),
     (json.dumps({"items": [{"question": "q", "reference": "x" * 5_000_000, "response": ["x" * 5_000_000]}]}).encode(), "valid string"),
     (json.dumps({"grader": "g" * 5_000_000, "items": [item()]}).encode(), "unknown grader 'ggg"),
     (json.dumps({"items": [1] * 1000}).encode(), "and 980 more problems"),
