@@ -27,7 +27,7 @@ import os
 
 from tqdm import tqdm
 
-from utils import read_openai_key
+from utils import api_key_for
 
 BACKENDS = ("hf", "vllm", "openai")
 
@@ -40,8 +40,9 @@ def make_generator(backend, model, **options):
       vllm:   any `vllm.LLM` keyword (tensor_parallel_size, gpu_memory_utilization,
               max_model_len, dtype, enforce_eager, ...)
       openai: base_url (default env OPENAI_BASE_URL, else https://api.openai.com/v1), api_key
-              (default env OPENAI_API_KEY, else the gitignored openai_api_key.txt in the repo
-              root, else "EMPTY" for local servers), concurrency=16, timeout=600
+              (default: for https://api.openai.com env OPENAI_API_KEY, else the gitignored
+              openai_api_key.txt in the repo root; for any other base_url env VLLM_API_KEY, else
+              "EMPTY": the OpenAI key never goes to another host), concurrency=16, timeout=600
     """
     if backend == "hf":
         return HFGenerator(model, **options)
@@ -189,8 +190,8 @@ class OpenAIGenerator:
     def __init__(self, model, base_url=None, api_key=None, concurrency=16, timeout=600):
         self.model = model
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
-        # Local servers (vllm serve, transformers serve) accept any key. Never logged.
-        self.api_key = api_key or read_openai_key() or "EMPTY"
+        # The OpenAI key only to OpenAI; local servers (vllm serve, transformers serve) accept any key. Never logged.
+        self.api_key = api_key_for(self.base_url, api_key) or "EMPTY"
         self.concurrency = concurrency
         self.timeout = timeout
 

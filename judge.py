@@ -21,18 +21,23 @@ answers that mean "busy or not up yet, try later" (the server's 503 says its bac
 unreachable or overloaded; what it judged meanwhile is cached, so a retry pays only for the
 rest). Every other answer is final and raises JudgeRequestError: 401 (no or wrong token), 413
 (request too large), 422 (malformed), 500 (a bug in the server: its log has the traceback), 502
-(the backend refused the server's key or model). When the retries are used up it raises
-JudgeUnavailableError.
+(the backend refused the server's key or model), and so is a 200 that is not one result per
+item with a true/false verdict and a score in [0, 1]. When the retries are used up it raises
+JudgeUnavailableError. A call with more than `max_items` (1024, the server's default) items is
+sent as several requests. Error texts have keys redacted (utils.redact).
 
 The bearer token for a server that wants one: the file `token_file`, else the file named by env
 JUDGE_TOKEN_FILE, else env JUDGE_AUTH_TOKEN. A file named by path is how the token reaches
 processes on other nodes (a shared filesystem) without passing through a command line, a Hydra
 override or Ray's runtime_env, which verl prints. The token is never logged, put into an error
-message or shown by repr.
+message or shown by repr. The servers' token rules live here too, for the judge server and the
+TTT server alike: a token file others may read is warned about, a server refuses a token under
+16 characters, and a server off loopback refuses to start without a token.
 """
 
 import asyncio
 import collections
+import ipaddress
 import itertools
 import logging
 import os
@@ -44,12 +49,13 @@ from pathlib import Path
 
 import httpx
 
-from utils import THINK_BLOCK, UNCLOSED_THINK
+from utils import THINK_BLOCK, UNCLOSED_THINK, redact
 
 log = logging.getLogger("judge")
 
 DEFAULT_JUDGE_URL = "http://127.0.0.1:8123"
 DEFAULT_GRADER = "loogle"
+DEFAULT_MAX_ITEMS = 1024  # items per POST /judge: the server's --max_items default and the client's chunk
 RETRY_STATUS = frozenset({429, 503, 504})
 CONNECT_TIMEOUT_S = 10.0  # an unreachable host fails fast instead of after the whole timeout
 MAX_RETRY_DELAY_S = 30.0
@@ -144,19 +150,59 @@ class JudgeRequestError(JudgeError):
     """The judge server refused the request (token, size, shape, its backend's key or model)."""
 
 
+# A token is the one thing between the network and a server (the judge's backend key, the TTT
+# server's GPU): one that is short enough to guess is refused. secrets.token_urlsafe(32) gives 43.
+MIN_TOKEN_CHARS = 16
+MAKE_TOKEN = "python -c 'import secrets; print(secrets.token_urlsafe(32))' > FILE; chmod 600 FILE"
+
+
+def read_token_file(path, what):
+    """The token in file `path` (`what` names it in errors: "the judge token file"). Refuses an
+    unreadable or empty file and several words; warns when group or others may read it. Errors
+    name the file, never its content."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+        mode = os.stat(path).st_mode
+    except (OSError, UnicodeDecodeError) as e:
+        raise JudgeError(f"cannot read {what} {path}: {getattr(e, 'strerror', None) or type(e).__name__}") from None
+    if not token or any(c.isspace() for c in token):
+        raise JudgeError(f"{what} {path} must hold one token on one line (it is empty or holds several words)")
+    if mode & 0o077:
+        log.warning("%s %s may be read by other users (mode %o): chmod 600 %s", what, path, mode & 0o777, path)
+    return token
+
+
+def check_server_token(token, server):
+    """A server refuses to start with a token short enough to guess (clients send what they are given)."""
+    if token is not None and len(token) < MIN_TOKEN_CHARS:
+        raise JudgeError(f"the {server}'s token has {len(token)} characters; it needs at least {MIN_TOKEN_CHARS} "
+                         f"(write a new one: {MAKE_TOKEN})")
+    return token
+
+
 def read_auth_token(token_file=None):
     """The judge's bearer token: from `token_file`, else from the file env JUDGE_TOKEN_FILE names,
-    else env JUDGE_AUTH_TOKEN; None when none is given. Errors name the file, never its content."""
+    else env JUDGE_AUTH_TOKEN; None when none is given."""
     path = token_file or os.environ.get("JUDGE_TOKEN_FILE")
     if path:
-        try:
-            token = Path(path).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as e:
-            raise JudgeError(f"cannot read the judge token file {path}: {getattr(e, 'strerror', None) or type(e).__name__}") from None
-        if not token or any(c.isspace() for c in token):
-            raise JudgeError(f"the judge token file {path} must hold one token on one line (it is empty or holds several words)")
-        return token
+        return read_token_file(path, "the judge token file")
     return os.environ.get("JUDGE_AUTH_TOKEN", "").strip() or None
+
+
+def is_loopback(host):
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def refuse_open_bind(host, token, server, token_option, token_name="token"):
+    """None, or why `server` must not listen on `host`: anything but loopback needs a token (the
+    judge server and the TTT server both refuse to start without one)."""
+    if token or is_loopback(host):
+        return None
+    return (f"refusing to listen on {host} without a {token_name}: anyone who reaches it could use the {server}. "
+            f"Write a token to a file only you can read ({MAKE_TOKEN}) and pass {token_option} FILE")
 
 
 class JudgeClient:
@@ -164,8 +210,9 @@ class JudgeClient:
     with the retry rule of this module's docstring. An async client belongs to the event loop it
     was first used in (httpx's rule): keep one JudgeClient per loop."""
 
-    def __init__(self, url=None, token_file=None, timeout=300.0, retries=5, retry_delay=1.0):
+    def __init__(self, url=None, token_file=None, timeout=300.0, retries=5, retry_delay=1.0, max_items=DEFAULT_MAX_ITEMS):
         self.url = (url or default_judge_url()).rstrip("/")
+        self.max_items = max_items
         self.retries = retries
         self.retry_delay = retry_delay
         token = read_auth_token(token_file)
@@ -195,9 +242,11 @@ class JudgeClient:
             ) from None
 
     def judge(self, items, grader=DEFAULT_GRADER):
-        """[{question, reference, response}] -> the server's results, same order (one request)."""
-        if not items:
-            return []
+        """[{question, reference, response}] -> the server's results, same order (one request per
+        `max_items` items)."""
+        return [r for chunk in self._chunks(items) for r in self._judge_chunk(chunk, grader)]
+
+    def _judge_chunk(self, items, grader):
         body = _request_body(items, grader)
         for attempt in itertools.count():
             results, delay = self._attempt_outcome(attempt, len(items), *_call(self._sync_client().post, body))
@@ -214,8 +263,9 @@ class JudgeClient:
 
     async def ajudge(self, items, grader=DEFAULT_GRADER):
         """Async `judge`."""
-        if not items:
-            return []
+        return [r for chunk in self._chunks(items) for r in await self._ajudge_chunk(chunk, grader)]
+
+    async def _ajudge_chunk(self, items, grader):
         body = _request_body(items, grader)
         for attempt in itertools.count():
             results, delay = self._attempt_outcome(attempt, len(items), *await _acall(self._async_client().post, body))
@@ -229,6 +279,9 @@ class JudgeClient:
             self._async = None
 
     # internals
+
+    def _chunks(self, items):
+        return [items[start : start + self.max_items] for start in range(0, len(items), self.max_items)]
 
     def _sync_client(self):
         if self._sync is None:
@@ -245,15 +298,17 @@ class JudgeClient:
         """(results, None) for a good reply, else (None, seconds to wait before the next attempt);
         raises when the reply is final or the retries are used up."""
         if reply is not None and reply.status_code == 200:
-            results = reply.json().get("results")
-            if not isinstance(results, list) or len(results) != n_items:
-                raise JudgeRequestError(f"judge at {self.url} answered {reply.text[:300]!r} for {n_items} items")
+            results = _results(reply, n_items)
+            if results is None:
+                raise JudgeRequestError(f"judge at {self.url} answered {redact(reply.text[:300])!r} for {n_items} items: "
+                                        "not a judge server's results (is the judge URL right?)")
             return results, None
         if reply is not None and reply.status_code not in RETRY_STATUS:
             hint = (": the server wants a bearer token; name its file with reward kwarg judge_token_file or "
                     "env JUDGE_TOKEN_FILE") if reply.status_code == 401 else ""
-            raise JudgeRequestError(f"judge at {self.url} refused the request with HTTP {reply.status_code}: {reply.text[:500]}{hint}")
-        problem = f"HTTP {reply.status_code}: {reply.text[:300]}" if reply is not None else f"{type(error).__name__}: {error}"
+            raise JudgeRequestError(
+                f"judge at {self.url} refused the request with HTTP {reply.status_code}: {redact(reply.text[:500])}{hint}")
+        problem = f"HTTP {reply.status_code}: {redact(reply.text[:300])}" if reply is not None else f"{type(error).__name__}: {error}"
         if attempt >= self.retries:
             raise JudgeUnavailableError(
                 f"judge server at {self.url} failed {attempt + 1} attempts (last: {problem}). Start it with "
@@ -265,6 +320,23 @@ class JudgeClient:
             delay = max(delay, min(MAX_RETRY_DELAY_S, retry_after_seconds(reply.headers.get("retry-after"))))
         log.warning("judge at %s: %s; retry %d of %d in %.1f s", self.url, problem, attempt + 1, self.retries, delay)
         return None, delay
+
+
+def _results(reply, n_items):
+    """The reply's n_items results, each with a bool verdict and a score in [0, 1]; None when the
+    reply is anything else (not JSON, not an object, other counts, a verdict like "maybe")."""
+    try:
+        results = reply.json()["results"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(results, list) or len(results) != n_items:
+        return None
+    for r in results:
+        score = r.get("score") if isinstance(r, dict) else None
+        if not (isinstance(r, dict) and isinstance(r.get("verdict"), bool) and isinstance(score, (int, float))
+                and not isinstance(score, bool) and 0.0 <= score <= 1.0):
+            return None
+    return results
 
 
 def _request_body(items, grader):

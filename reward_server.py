@@ -10,7 +10,8 @@ accuracy, so it is async end to end, bounds its backend calls, judges identical 
 
 Backends:
   openai   OpenAI chat completions with a judge model; key from OPENAI_API_KEY or a gitignored
-           openai_api_key.txt in the repo root (never logged).
+           openai_api_key.txt in the repo root (never logged), sent to https://api.openai.com only:
+           with another --base_url the key is VLLM_API_KEY's.
   vllm     any OpenAI-compatible server (`vllm serve`, `transformers serve`) at --base_url;
            sends VLLM_API_KEY as bearer token if that variable is set.
   lexical  offline, no model: SQuAD-style token F1 between the normalised reference and response
@@ -39,14 +40,20 @@ one item (HTTP 400/413/422, e.g. a prompt beyond the judge's context), or when o
 fields is over --max_chars: it is logged, and the other items are judged. An empty response is
 wrong without a backend call.
 Errors: 401 missing or wrong bearer token (when a token is set), 413 more than --max_items
-items, 422 malformed request or unknown grader, 502 the backend refused the server itself
-(HTTP 401/403/404: key, permission, model name or URL; or 20 items in a row refused, which is
-the configuration, not the items), 503 the backend is unreachable or overloaded after retries
-(retry later; judged items are cached, so a retry only pays for the rest).
+items or a body over --max_request_mb (answered as soon as the Content-Length or the bytes
+received are over, and after at most --max_items + 1 parsed objects), 422 malformed request (not
+JSON, NaN/Infinity, nested too deep, wrong fields) or unknown grader, listing at most 20 problems
+and never the input, 502 the backend refused the server itself (HTTP 401/403/404: key,
+permission, model name or URL; 20 items in a row refused, which is the configuration, not the
+items; or a reply that is not a chat completion with text content), 503 the backend is
+unreachable or overloaded after retries (retry later; judged items are cached, so a retry only
+pays for the rest). Backend error text is passed on with keys and bearer tokens redacted.
+The cache keeps a 32-byte hash per item, so its memory is bounded by --cache_size entries.
 
 A bearer token (every route but /health) comes from --auth_token_file, else the file env
 JUDGE_TOKEN_FILE names, else env JUDGE_AUTH_TOKEN. A non-loopback --host needs one: the
-server refuses to start without it.
+server refuses to start without it, and with one under 16 characters; a token file that others
+may read is warned about.
 
 Importing this module starts nothing.
 """
@@ -54,10 +61,9 @@ Importing this module starts nothing.
 import argparse
 import asyncio
 import collections
-import ipaddress
+import hashlib
 import json
 import logging
-import os
 import random
 import secrets
 import time
@@ -66,20 +72,26 @@ from dataclasses import dataclass, field
 
 import aiohttp
 from fastapi import FastAPI, HTTPException
-from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, field_validator
 
-from judge import DEFAULT_GRADER, GRADERS, LEXICAL_THRESHOLD, JudgeError, lexical_judge, parse_verdict, read_auth_token, retry_after_seconds
+from judge import (
+    DEFAULT_GRADER, DEFAULT_MAX_ITEMS, GRADERS, LEXICAL_THRESHOLD, JudgeError, check_server_token, lexical_judge,
+    parse_verdict, read_auth_token, refuse_open_bind, retry_after_seconds,
+)
 from prompts import judge_messages
-from utils import API_KEY_FILE, UNCLOSED_THINK, read_openai_key
+from utils import API_KEY_FILE, OPENAI_API_HOST, UNCLOSED_THINK, api_key_for, read_openai_key, redact
 
 logger = logging.getLogger("reward_server")
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_OPENAI_JUDGE_MODEL = "gpt-4.1-mini"
 DEFAULT_MAX_TOKENS = 2048
+DEFAULT_MAX_REQUEST_MB = 64  # 1024 items of 20 KB each, three times over
+MB = 1 << 20
+MAX_ERRORS_SHOWN = 20  # a 422 lists this many problems (a million bad items must not give a million lines)
+MAX_ERROR_CHARS = 300  # characters of one problem's message
 DEFAULT_TIMEOUT_S = 180.0  # time for a reasoning judge to use its whole budget at ~12 tokens/s under load
 BACKENDS = ("openai", "vllm", "lexical")
 # Backend answers that are the server's own fault (key, permission, model or URL): fatal.
@@ -111,8 +123,9 @@ class JudgeSettings:
     max_retries: int = 4
     retry_delay: float = 0.5
     cache_size: int = 200_000
-    max_items: int = 1024
+    max_items: int = DEFAULT_MAX_ITEMS
     max_chars: int = 32_000
+    max_request_mb: float = DEFAULT_MAX_REQUEST_MB
     auth_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -124,7 +137,8 @@ class JudgeSettings:
             if not self.api_key:
                 raise ValueError(
                     f"backend openai needs an API key: set OPENAI_API_KEY or write it to {API_KEY_FILE} "
-                    "(gitignored), or use --backend vllm with a served judge model"
+                    f"(gitignored; it is sent to {OPENAI_API_HOST} only: for another --base_url set VLLM_API_KEY "
+                    "to that server's key), or use --backend vllm with a served judge model"
                 )
         if self.backend == "vllm" and not (self.base_url and self.judge_model):
             raise ValueError(
@@ -134,8 +148,8 @@ class JudgeSettings:
         for name in ("max_tokens", "max_concurrency", "cache_size", "max_items", "max_chars"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        if self.max_retries < 0 or self.retry_delay < 0 or self.timeout <= 0:
-            raise ValueError("--max_retries and --retry_delay must be >= 0 and --timeout > 0")
+        if self.max_retries < 0 or self.retry_delay < 0 or self.timeout <= 0 or not self.max_request_mb > 0:
+            raise ValueError("--max_retries and --retry_delay must be >= 0, --timeout and --max_request_mb > 0")
 
 
 # --- Metrics -------------------------------------------------------------------------------------
@@ -264,7 +278,7 @@ class ChatJudge:
                     content = self._content(text)
                     self.rejections_in_a_row = 0
                     return content
-                detail = f"HTTP {status} from {s.base_url}: {text[:300]}"
+                detail = f"HTTP {status} from {s.base_url}: {redact(text, s.api_key)[:300]}"
                 if status in CONFIG_STATUS:
                     raise BackendRejected(f"{detail} (check the key, --judge_model and --base_url)")
                 if status < 500 and status not in RETRY_STATUS:
@@ -289,9 +303,13 @@ class ChatJudge:
     def _content(self, text):
         try:
             choice = json.loads(text)["choices"][0]
-            return choice["message"]["content"] or "", choice.get("finish_reason")
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            raise BackendRejected(f"{self.settings.base_url} answered 200 but not a chat completion: {text[:300]}")
+            content = choice["message"]["content"] or ""
+            if not isinstance(content, str):
+                raise TypeError(f"its message content is a {type(content).__name__}, not text")
+            return content, choice.get("finish_reason")
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError) as e:
+            raise BackendRejected(f"{self.settings.base_url} answered 200 but not a chat completion "
+                                  f"({redact(e, self.settings.api_key)[:100]}): {redact(text, self.settings.api_key)[:300]}")
 
 
 class LexicalJudge:
@@ -305,8 +323,15 @@ class LexicalJudge:
 # --- Cache + de-duplication ----------------------------------------------------------------------
 
 
+def cache_key(grader, question, reference, response):
+    """32 bytes per item, whatever its size: the cache's memory is bounded by --cache_size entries,
+    not by what clients send (an item is up to 3 x --max_chars characters)."""
+    return hashlib.sha256(json.dumps([grader, question, reference, response]).encode()).digest()
+
+
 class JudgeService:
-    """Judges items through the backend once per distinct (grader, question, reference, response)."""
+    """Judges items through the backend once per distinct (grader, question, reference, response),
+    cached by its cache_key."""
 
     def __init__(self, settings, metrics):
         self.settings = settings
@@ -328,7 +353,8 @@ class JudgeService:
                     self.metrics.add(name)
                 logger.warning("no verdict for an item: %s", too_long)
                 continue
-            key = (grader, item.question, item.reference, item.response.strip())
+            fields = (grader, item.question, item.reference, item.response.strip())
+            key = cache_key(*fields)
             hit = self.cache.get(key)
             if hit is not None:
                 self.cache.move_to_end(key)
@@ -338,7 +364,7 @@ class JudgeService:
             task = self.in_flight.get(key)
             is_new = task is None
             if is_new:
-                task = asyncio.ensure_future(self._judge_new(key))
+                task = asyncio.ensure_future(self._judge_new(key, *fields))
                 self.in_flight[key] = task
                 task.add_done_callback(lambda t, key=key: self._forget(key, t))
             else:
@@ -358,8 +384,7 @@ class JudgeService:
             raise (rejected or failures)[0]
         return results
 
-    async def _judge_new(self, key):
-        grader, question, reference, response = key
+    async def _judge_new(self, key, grader, question, reference, response):
         if not response:
             result = {"score": 0.0, "verdict": False, "parse_failed": False, "failure": None}  # empty: wrong, no call
         else:
@@ -396,7 +421,7 @@ class JudgeRequest(BaseModel):
     @classmethod
     def known_grader(cls, grader):
         if grader not in GRADERS:
-            raise ValueError(f"unknown grader {grader!r}: known graders are {', '.join(GRADERS)}")
+            raise ValueError(f"unknown grader {grader[:60]!r}: known graders are {', '.join(GRADERS)}")
         return grader
 
 
@@ -410,6 +435,108 @@ class JudgeResult(BaseModel):
 
 class JudgeResponse(BaseModel):
     results: list[JudgeResult]
+
+
+def json_safe(text, limit=MAX_ERROR_CHARS):
+    """`text` cut to `limit` characters, lone surrogates escaped: always encodable as JSON."""
+    return str(text)[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def invalid_request(problems):
+    """The 422 reply for a list of pydantic-style problems: type, loc and msg of the first
+    MAX_ERRORS_SHOWN, never the input (it may be megabytes, NaN or not encodable)."""
+    detail = [{"type": json_safe(p.get("type", "")), "loc": [x if isinstance(x, int) else json_safe(x, 80) for x in p.get("loc", ())][:8],
+               "msg": json_safe(p.get("msg", ""))} for p in problems[:MAX_ERRORS_SHOWN]]
+    if len(problems) > MAX_ERRORS_SHOWN:
+        detail.append({"type": "more", "loc": [], "msg": f"and {len(problems) - MAX_ERRORS_SHOWN} more problems"})
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def too_large(detail):
+    return JSONResponse({"detail": detail}, status_code=413)
+
+
+class _TooManyObjects(Exception):
+    pass
+
+
+def body_problem(body, max_items):
+    """None, or the reply to a /judge body that is not JSON (nesting too deep, NaN or Infinity
+    included) or holds more than max_items items. Parsing stops at the object after the last one
+    allowed, so a million items cost what max_items do."""
+    objects = 0
+
+    def count(obj):
+        nonlocal objects
+        objects += 1
+        if objects > max_items + 1:  # the items, then the request object itself
+            raise _TooManyObjects
+        return obj
+
+    def no_constant(name):
+        raise ValueError(f"{name} is not a JSON number")
+
+    try:
+        request = json.loads(body, object_hook=count, parse_constant=no_constant)
+    except _TooManyObjects:
+        return too_large(f"more than {max_items} items in one request; the limit is {max_items} (--max_items): split the request")
+    except RecursionError:
+        return invalid_request([{"type": "json_invalid", "loc": ["body"], "msg": "the body nests deeper than a judge request"}])
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity
+        return invalid_request([{"type": "json_invalid", "loc": ["body"], "msg": f"the body is not JSON: {e}"}])
+    items = request.get("items") if isinstance(request, dict) else None
+    if isinstance(items, list) and len(items) > max_items:  # items that are not objects
+        return too_large(f"{len(items)} items in one request; the limit is {max_items} (--max_items): split the request")
+    return None
+
+
+class RequestLimits:
+    """ASGI middleware for POST /judge: reads the body up to --max_request_mb (413 as soon as the
+    Content-Length or the bytes received so far are over) and checks it with body_problem before
+    FastAPI parses it, so a hostile body costs at most that many bytes and --max_items objects."""
+
+    def __init__(self, app, settings, metrics):
+        self.app = app
+        self.max_bytes = int(settings.max_request_mb * MB)
+        self.settings = settings
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != "/judge" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        over = (f"the request body is over {self.settings.max_request_mb:g} MB (--max_request_mb): "
+                f"send fewer or shorter items per request")
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._refuse(too_large(over), scope, receive, send)
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                return await self._refuse(too_large(over), scope, receive, send)
+            more = message.get("more_body", False)
+        problem = body_problem(body, self.settings.max_items)
+        if problem is not None:
+            return await self._refuse(problem, scope, receive, send)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, reply, scope, receive, send):
+        self.metrics.add("requests")
+        self.metrics.add("rejected_requests")
+        await reply(scope, receive, send)
 
 
 class BearerAuth:
@@ -441,7 +568,7 @@ def create_app(settings):
     @asynccontextmanager
     async def lifespan(app):
         nonlocal service
-        service = JudgeService(settings, metrics)
+        service = app.state.service = JudgeService(settings, metrics)
         logger.info("judge ready: %s", describe(settings))
         yield
         await service.backend.aclose()
@@ -451,13 +578,14 @@ def create_app(settings):
         description="Judges (question, reference, response) items; see reward_server.py's docstring.",
         lifespan=lifespan,
     )
-    if settings.auth_token:
+    app.add_middleware(RequestLimits, settings=settings, metrics=metrics)
+    if settings.auth_token:  # added last, so it runs first: no body is read for a client without the token
         app.add_middleware(BearerAuth, token=settings.auth_token)
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid_request(request, exc):
         metrics.add("rejected_requests")
-        return await request_validation_exception_handler(request, exc)
+        return invalid_request(exc.errors())
 
     @app.get("/health")
     async def health():
@@ -498,6 +626,7 @@ def info(settings):
         "judge_model": settings.judge_model,
         "graders": list(GRADERS),
         "max_tokens": settings.max_tokens if llm else None,
+        "max_items": settings.max_items,
     }
 
 
@@ -531,13 +660,6 @@ def resolve_backend(backend, base_url, openai_key):
     raise ValueError(NO_JUDGE_CONFIGURED)
 
 
-def is_loopback(host):
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=BACKENDS, default=None,
@@ -556,7 +678,9 @@ def main():
     parser.add_argument("--max_retries", type=int, default=4, help="retries on 408/409/425/429/5xx/timeouts/connection errors")
     parser.add_argument("--retry_delay", type=float, default=0.5, help="first backoff in seconds (doubles per retry)")
     parser.add_argument("--cache_size", type=int, default=200_000, help="judged items kept in the LRU cache")
-    parser.add_argument("--max_items", type=int, default=1024, help="items per request at most (else 413)")
+    parser.add_argument("--max_items", type=int, default=DEFAULT_MAX_ITEMS, help="items per request at most (else 413)")
+    parser.add_argument("--max_request_mb", type=float, default=DEFAULT_MAX_REQUEST_MB,
+                        help="request body size at most, in MB (else 413, before the body is parsed; default %(default)s)")
     parser.add_argument("--max_chars", type=int, default=32_000, help="characters per field at most (a longer item gets no verdict)")
     parser.add_argument("--auth_token_file", default=None,
                         help="file holding the bearer token every route but /health requires (default: the file env "
@@ -568,22 +692,19 @@ def main():
     openai_key = read_openai_key()
     try:
         backend, why = resolve_backend(args.backend, args.base_url, openai_key)
-        api_key = openai_key if backend == "openai" else os.environ.get("VLLM_API_KEY") or None
+        api_key = api_key_for(args.base_url or OPENAI_BASE_URL) if backend != "lexical" else None
         settings = JudgeSettings(
             backend=backend, base_url=args.base_url, judge_model=args.judge_model, api_key=api_key,
             max_tokens=args.max_tokens, max_concurrency=args.max_concurrency, timeout=args.timeout,
             max_retries=args.max_retries, retry_delay=args.retry_delay, cache_size=args.cache_size,
-            max_items=args.max_items, max_chars=args.max_chars, auth_token=read_auth_token(args.auth_token_file),
+            max_items=args.max_items, max_chars=args.max_chars, max_request_mb=args.max_request_mb,
+            auth_token=check_server_token(read_auth_token(args.auth_token_file), "judge server"),
         )
     except (ValueError, JudgeError) as e:
         parser.error(str(e))
-    if not settings.auth_token and not is_loopback(args.host):
-        parser.error(
-            f"refusing to listen on {args.host} without a bearer token: anyone who reaches it could use the judge. "
-            "Write a token to a file only you can read (python -c 'import secrets; print(secrets.token_urlsafe(32))' "
-            "> judge.token; chmod 600 judge.token) and pass --auth_token_file judge.token (or env JUDGE_TOKEN_FILE); "
-            "give the reward workers the same file with reward kwarg judge_token_file"
-        )
+    refused = refuse_open_bind(args.host, settings.auth_token, "judge", "--auth_token_file", "bearer token")
+    if refused:
+        parser.error(f"{refused} (or env JUDGE_TOKEN_FILE); give the reward workers the same file with reward kwarg judge_token_file")
     logger.info("backend %s (%s)", backend, why)
     if backend == "lexical":
         logger.warning("lexical judge: token F1 word overlap, NOT an LLM judge; for offline tests and the CPU quickstart")

@@ -356,3 +356,37 @@ def read_openai_key():
     if not key and API_KEY_FILE.is_file():
         key = API_KEY_FILE.read_text(encoding="utf-8").strip()
     return key or None
+
+
+# The OpenAI key goes to OpenAI's own API only: a base URL pointing anywhere else (a local vLLM, a
+# proxy, a mistyped host) gets the key named for it (api_key=, env VLLM_API_KEY) or none.
+OPENAI_API_HOST = "api.openai.com"
+
+
+def api_key_for(base_url, api_key=None):
+    """The key to send to the OpenAI-compatible server at `base_url`: `api_key` if given, else the
+    OpenAI key (read_openai_key) when the URL is https on api.openai.com, else env VLLM_API_KEY
+    (the key a `vllm serve --api-key` expects), else None."""
+    from urllib.parse import urlsplit
+
+    if api_key:
+        return api_key
+    url = urlsplit(base_url)
+    if url.scheme == "https" and url.hostname == OPENAI_API_HOST:
+        return read_openai_key()
+    return os.environ.get("VLLM_API_KEY", "").strip() or None
+
+
+# API-key shapes (OpenAI's sk-..., bearer headers echoed back) and the keys this process holds.
+_SECRET_PATTERN = re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}|(?<=Bearer )[^\s\"',;]+", re.IGNORECASE)
+
+
+def redact(text, *secrets):
+    """`text` with the OpenAI and vLLM keys, the given `secrets` and anything shaped like an API key
+    or a bearer token replaced by [redacted]: for backend error text on its way to logs, replies
+    and result files (a server may echo the key it was sent)."""
+    text = str(text)
+    known = {read_openai_key(), os.environ.get("VLLM_API_KEY", "").strip(), *secrets}
+    for secret in sorted((s for s in known if s and len(s) >= 4), key=len, reverse=True):
+        text = text.replace(secret, "[redacted]")
+    return _SECRET_PATTERN.sub("[redacted]", text)

@@ -17,6 +17,7 @@ import contextlib
 import httpx
 
 from generation import make_generator
+from utils import redact
 
 
 class ServingError(RuntimeError):
@@ -66,7 +67,7 @@ class VLLMServer:
             if path.endswith("lora_adapter"):
                 hint = (" (the server needs VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, --enable-lora and a "
                         "--max-lora-rank >= the adapter's rank)")
-            raise ServingError(f"{method} {self.url}{path} -> HTTP {reply.status_code}: {reply.text[:500]}{hint}")
+            raise ServingError(f"{method} {self.url}{path} -> HTTP {reply.status_code}: {redact(reply.text)[:500]}{hint}")
         return reply
 
     def close(self):

@@ -250,3 +250,16 @@ def test_vllm_backend_matches_hf_backend(tiny_model):
     assert result["received"][:2] == [tokenizer(p)["input_ids"] for p in RAW_PROMPTS]
     assert result["raw"] == hf.complete(RAW_PROMPTS, max_new_tokens=12)
     assert [len(set(o)) for o in result["raw_sampled"]] == [3, 3] and result["raw_sampled"] == result["raw_again"]
+
+
+def test_the_openai_key_goes_to_openai_only_and_other_servers_get_the_key_named_for_them(monkeypatch):
+    app = recording_app()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-DO-NOT-SEND-0123456789")
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    with serve(app) as url:
+        conversation = [CONVERSATIONS[0]]
+        make_generator("openai", "m", base_url=f"{url}/v1").generate(conversation, max_new_tokens=4)
+        monkeypatch.setenv("VLLM_API_KEY", "local-vllm-key")
+        make_generator("openai", "m", base_url=f"{url}/v1").generate(conversation, max_new_tokens=4)
+        make_generator("openai", "m", base_url=f"{url}/v1", api_key="sk-named").generate(conversation, max_new_tokens=4)
+    assert [r["auth"] for r in app.state.requests] == ["Bearer EMPTY", "Bearer local-vllm-key", "Bearer sk-named"]

@@ -3,10 +3,12 @@ give, the bearer token's sources, and the client's one retry rule (sync and asyn
 scripted /judge endpoint served by uvicorn on loopback."""
 
 import asyncio
+import json
+import logging
 
 import pytest
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from helpers import free_port, serve
 from judge import (
@@ -16,11 +18,14 @@ from judge import (
     JudgeError,
     JudgeRequestError,
     JudgeUnavailableError,
+    check_server_token,
     exact_match,
     lexical_judge,
     normalize_answer,
     parse_verdict,
     read_auth_token,
+    read_token_file,
+    refuse_open_bind,
     token_f1,
 )
 from prompts import JUDGE_PROMPTS
@@ -158,6 +163,32 @@ def test_bad_token_files_are_named_but_not_shown(tmp_path, content, needle):
     assert str(path) in str(caught.value) and "secret" not in str(caught.value)
 
 
+def test_servers_refuse_short_tokens_and_loose_token_files_are_warned_about(tmp_path, caplog):
+    path = tmp_path / "server.token"
+    path.write_text("x\n")
+    path.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="judge"):
+        token = read_token_file(str(path), "the judge token file")
+    assert f"may be read by other users (mode 644): chmod 600 {path}" in caplog.text
+    with pytest.raises(JudgeError, match="the judge server's token has 1 characters; it needs at least 16") as caught:
+        check_server_token(token, "judge server")
+    assert "token_urlsafe" in str(caught.value)  # how to make a good one
+    path.write_text("a-long-enough-token-0123456789\n")
+    path.chmod(0o600)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="judge"):
+        assert check_server_token(read_token_file(str(path), "the judge token file"), "judge server") == "a-long-enough-token-0123456789"
+    assert caplog.text == ""
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])
+def test_loopback_needs_no_token_and_any_other_address_does(host):
+    assert refuse_open_bind(host, None, "judge", "--auth_token_file") is None
+    assert refuse_open_bind("0.0.0.0", "t" * 16, "judge", "--auth_token_file") is None
+    for other in ("0.0.0.0", "*", "10.1.2.3", "judge-node"):
+        assert "refusing to listen on " + other in refuse_open_bind(other, None, "judge", "--auth_token_file")
+
+
 def test_client_repr_hides_the_token(tmp_path):
     path = tmp_path / "judge.token"
     path.write_text("tok-DO-NOT-SHOW")
@@ -259,3 +290,69 @@ def test_the_token_is_sent_as_bearer(tmp_path, monkeypatch):
         JudgeClient(url, token_file=str(path)).judge(ITEMS)
         JudgeClient(url).judge(ITEMS)
     assert app.state.auth == ["Bearer file-token", "Bearer env-token"]
+
+
+def replying_judge(reply):
+    """A real /judge endpoint that answers 200 with `reply` (a body, as bytes)."""
+    app = FastAPI()
+    app.state.bodies = []
+
+    @app.post("/judge")
+    async def judge_route(body: dict):
+        app.state.bodies.append(body)
+        return Response(reply(body) if callable(reply) else reply, media_type="application/json")
+
+    return app
+
+
+def one_result(verdict=True, score=1.0):
+    return {"score": score, "verdict": verdict, "cached": False, "parse_failed": False, "failure": None}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reply", [
+    b"<html>not json</html>",
+    b"[1, 2]",
+    b'{"results": "all good"}',
+    json.dumps({"results": [one_result()]}).encode(),  # one result for two items
+    json.dumps({"results": [one_result(), one_result(verdict="maybe")]}).encode(),
+    json.dumps({"results": [one_result(), one_result(verdict=1)]}).encode(),
+    json.dumps({"results": [one_result(), one_result(score=7)]}).encode(),
+    json.dumps({"results": [one_result(), [True]]}).encode(),
+])
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_reply_that_is_not_results_with_bool_verdicts_is_a_request_error(reply, mode):
+    with serve(replying_judge(reply)) as url:
+        client = JudgeClient(url, retries=3, retry_delay=0.01)
+        with pytest.raises(JudgeRequestError, match="not a judge server's results"):
+            client.judge(ITEMS) if mode == "sync" else asyncio.run(client.ajudge(ITEMS))
+
+
+@pytest.mark.slow
+def test_the_client_sends_at_most_max_items_per_request_and_keeps_the_order():
+    app = scripted_judge()
+    items = [{"question": f"q{i}", "reference": "Paris", "response": "Paris" if i % 2 else "Lyon"} for i in range(7)]
+    with serve(app) as url:
+        client = JudgeClient(url, max_items=3)
+        assert [r["verdict"] for r in client.judge(items)] == [i % 2 == 1 for i in range(7)]
+        assert [r["verdict"] for r in asyncio.run(client.ajudge(items))] == [i % 2 == 1 for i in range(7)]
+    assert [len(b["items"]) for b in app.state.bodies] == [3, 3, 1] * 2
+    assert [i["question"] for b in app.state.bodies[:3] for i in b["items"]] == [f"q{i}" for i in range(7)]
+
+
+@pytest.mark.slow
+def test_a_judge_error_that_echoes_a_key_is_redacted(monkeypatch):
+    key = "sk-proj-DO-NOT-SHOW-1234567890"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    app = FastAPI()
+
+    @app.post("/judge")
+    async def judge_route():
+        return JSONResponse({"detail": f"Incorrect API key provided: {key}. Authorization: Bearer other-secret-value"},
+                            status_code=502)
+
+    with serve(app) as url:
+        with pytest.raises(JudgeRequestError, match="HTTP 502") as caught:
+            JudgeClient(url).judge(ITEMS)
+    assert key not in str(caught.value) and "other-secret-value" not in str(caught.value)
+    assert "Incorrect API key provided: [redacted]" in str(caught.value)

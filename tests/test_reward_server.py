@@ -11,17 +11,22 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
 from helpers import free_port, scripted_backend, serve, wait_for_health
 from judge import LEXICAL_THRESHOLD, lexical_judge
 from prompts import judge_messages
-from reward_server import DEFAULT_MAX_TOKENS, REJECTIONS_IN_A_ROW_FATAL, JudgeSettings, create_app, resolve_backend
+from reward_server import DEFAULT_MAX_TOKENS, MB, REJECTIONS_IN_A_ROW_FATAL, JudgeSettings, create_app, resolve_backend
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVER_MODULES = ("reward_server.py", "judge.py", "prompts.py", "utils.py")
@@ -142,7 +147,7 @@ def test_malformed_requests_get_422_with_the_problem(lexical_judge_url, body, ne
 def test_too_many_items_get_413_and_an_over_long_item_gets_no_verdict_with_the_limit(lexical_judge_url):
     before = metrics(lexical_judge_url)
     too_many = judge(lexical_judge_url, [item()] * 1025)
-    assert too_many.status_code == 413 and "1025 items" in too_many.json()["detail"] and "--max_items" in too_many.text
+    assert too_many.status_code == 413 and "more than 1024 items" in too_many.json()["detail"] and "--max_items" in too_many.text
     assert metrics(lexical_judge_url)["rejected_requests"] - before["rejected_requests"] == 1
     # One over-long rollout must not fail the request (a whole GRPO step) it came in.
     reply = judge(lexical_judge_url, [item(), item(response="x" * 32_001)])
@@ -201,19 +206,37 @@ def test_a_non_loopback_address_without_a_token_is_refused(server_copy, host):
     assert f"refusing to listen on {host} without a bearer token" in message and "--auth_token_file" in message
 
 
+def test_a_token_short_enough_to_guess_is_refused_on_any_address(server_copy):
+    token_file = server_copy / "judge.token"
+    token_file.write_text("x\n")
+    for host in ("127.0.0.1", "0.0.0.0"):
+        done = run_server(["--backend", "lexical", "--host", host, "--auth_token_file", str(token_file)], server_copy)
+        assert done.returncode == 2
+        assert "the judge server's token has 1 characters; it needs at least 16" in " ".join(done.stderr.split())
+
+
 def test_an_unreadable_token_file_is_refused_naming_it(server_copy):
     missing = server_copy / "no-such.token"
     done = run_server(["--backend", "lexical", "--auth_token_file", str(missing)], server_copy)
     assert done.returncode == 2 and f"cannot read the judge token file {missing}" in done.stderr
 
 
+def test_the_openai_key_is_not_sent_to_another_base_url(server_copy):
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test-DO-NOT-SEND-4242"}
+    env.pop("VLLM_API_KEY", None)
+    done = run_server(["--backend", "openai", "--base_url", "http://127.0.0.1:9/v1"], server_copy, env={**env})
+    assert done.returncode == 2
+    message = " ".join(done.stderr.split())
+    assert "it is sent to api.openai.com only: for another --base_url set VLLM_API_KEY" in message
+
+
 @pytest.mark.slow
-def test_openai_key_reaches_the_backend_but_never_the_logs(tmp_path):
-    key = "sk-test-DO-NOT-LOG-4242"
+def test_a_named_key_reaches_another_backend_the_openai_key_never_does_and_neither_is_logged(tmp_path):
+    openai_key, key = "sk-test-DO-NOT-SEND-4242", "local-vllm-key-DO-NOT-LOG-4242"
     backend_app = scripted_backend(reply="yes")
     port = free_port()
     with serve(backend_app) as backend_url:
-        env = {**os.environ, "OPENAI_API_KEY": key}
+        env = {**os.environ, "OPENAI_API_KEY": openai_key, "VLLM_API_KEY": key}
         log = tmp_path / "server.log"
         with open(log, "w") as log_file:
             proc = subprocess.Popen(
@@ -232,7 +255,7 @@ def test_openai_key_reaches_the_backend_but_never_the_logs(tmp_path):
     assert backend_app.state.auth_headers == [f"Bearer {key}"]
     assert backend_app.state.calls[0]["model"] == "gpt-4.1-mini"
     text = log.read_text()
-    assert "backend openai" in text and key not in text and key not in pages
+    assert "backend openai" in text and key not in text + pages and openai_key not in text + pages
 
 
 def test_openai_key_from_env_else_from_the_gitignored_file(tmp_path, monkeypatch):
@@ -435,3 +458,152 @@ def test_openai_backend_against_transformers_serve_counts_garbage_as_no_verdict(
         assert m["backend_latency_s"]["count"] == 2 and m["error_responses"] == 0
         again = judge(url, items[:1]).json()["results"][0]
         assert again["parse_failed"] and not again["cached"]
+
+
+# --- Hostile and heavy input: the server answers it, bounded, and keeps serving ---------------------
+
+
+def reply_length(reply):
+    head = reply.split(b"\r\n\r\n", 1)[0].lower()
+    return int(head.split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0]) if b"content-length: " in head else 0
+
+
+def raw_post(url, head, chunks, timeout=30):
+    """POST /judge over a plain socket: `head` headers, then `chunks` of body while the server
+    reads; returns (status line, bytes sent before the reply came)."""
+    host, port = url.removeprefix("http://").split(":")
+    sent = 0
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(f"POST /judge HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{head}\r\n".encode())
+        sock.setblocking(False)
+        reply = b""
+        for chunk in chunks:
+            try:
+                reply += sock.recv(65536)
+            except BlockingIOError:
+                pass
+            if reply:
+                break
+            try:
+                sock.sendall(chunk)
+            except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+                break
+            sent += len(chunk)
+        sock.settimeout(10)
+        while b"\r\n\r\n" not in reply or len(reply.split(b"\r\n\r\n", 1)[1]) < reply_length(reply):
+            more = sock.recv(65536)
+            if not more:
+                break
+            reply += more
+    return reply.split(b"\r\n", 1)[0].decode(), sent, reply
+
+
+@pytest.mark.slow
+def test_a_body_over_max_request_mb_is_413_before_it_is_read():
+    with serve(create_app(JudgeSettings(backend="lexical", max_request_mb=1))) as url:
+        # Declared 200 MB: refused on the header, before any of the body arrives.
+        status, sent, reply = raw_post(url, f"Content-Length: {200 * MB}\r\n", [b" " * 65536] * 3200)
+        assert status == "HTTP/1.1 413 Request Entity Too Large" and sent < 8 * MB
+        assert b"over 1 MB (--max_request_mb)" in reply
+        # Streamed without a length: counted, and cut as soon as it is over.
+        chunk = b"10000\r\n" + b" " * 65536 + b"\r\n"
+        status, sent, _ = raw_post(url, "Transfer-Encoding: chunked\r\n", [chunk] * 3200)
+        assert status == "HTTP/1.1 413 Request Entity Too Large" and sent < 8 * MB
+        assert judge(url, [item()]).status_code == 200
+        assert metrics(url)["rejected_requests"] == 2
+
+
+def peak_memory_mb(pid):
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024
+
+
+@pytest.mark.slow
+def test_a_million_items_are_refused_at_the_item_limit_without_parsing_them(tmp_path):
+    port = free_port()
+    log = tmp_path / "server.log"
+    with open(log, "w") as log_file:
+        proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "reward_server.py"), "--backend", "lexical", "--port", str(port)],
+                                stdout=log_file, stderr=subprocess.STDOUT, cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_health(url, proc, log, timeout=60)
+        assert judge(url, [item()]).status_code == 200
+        before = peak_memory_mb(proc.pid)
+        body = json.dumps({"items": [{"question": "q", "reference": "r", "response": "x"}] * 1_000_000}).encode()
+        started = time.perf_counter()
+        reply = httpx.post(f"{url}/judge", content=body, headers={"content-type": "application/json"}, timeout=120)
+        seconds = time.perf_counter() - started
+        grown = peak_memory_mb(proc.pid) - before
+        print(f"\n1M items ({len(body) / MB:.0f} MB): {reply.status_code} in {seconds:.2f} s, peak memory +{grown:.0f} MB")
+        assert reply.status_code == 413 and "the limit is 1024 (--max_items)" in reply.json()["detail"]
+        assert grown < 4 * len(body) / MB  # the body and its text; 1M parsed items took 1 GB
+        assert judge(url, [item()]).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("body, needle", [
+    (b"[" * 100_000 + b"]" * 100_000, "nests deeper"),
+    (b'{"items": [{"question": NaN, "reference": "r", "response": "x"}]}', "NaN is not a JSON number"),
+    (b'{"items": [{"question": "q", "reference": Infinity, "response": "x"}]}', "Infinity is not a JSON number"),
+    (b'{"grader": "\\ud800", "items": [{"question": "q", "reference": "r", "response": "x"}]}', "unknown grader '\\\\ud800'"),
+    (b'{"items": [{"question": "q", "reference": ["\\udfff"], "response": "x"}]}', "valid string"),
+    (json.dumps({"items": [{"question": "q", "reference": "x" * 5_000_000, "response": ["x" * 5_000_000]}]}).encode(), "valid string"),
+    (json.dumps({"grader": "g" * 5_000_000, "items": [item()]}).encode(), "unknown grader 'ggg"),
+    (json.dumps({"items": [1] * 1000}).encode(), "and 980 more problems"),
+])
+def test_hostile_bodies_get_a_short_422_and_the_server_keeps_serving(lexical_judge_url, body, needle):
+    reply = httpx.post(f"{lexical_judge_url}/judge", content=body, headers={"content-type": "application/json"}, timeout=60)
+    assert reply.status_code == 422 and needle in reply.text
+    assert len(reply.content) < 5000  # the problems, never the input echoed back
+    assert judge(lexical_judge_url, [item()]).status_code == 200
+
+
+@pytest.mark.slow
+def test_the_cache_holds_32_byte_hashes_whatever_the_items_size():
+    app = create_app(JudgeSettings(backend="lexical"))
+    long_items = [item(f"Q{i}?" + "q" * 30_000, "r" * 30_000, "r" * 30_000) for i in range(40)]
+    with serve(app) as url:
+        assert all(r["score"] == 1.0 for r in judge(url, long_items).json()["results"])
+        assert all(r["cached"] for r in judge(url, long_items).json()["results"])
+        assert judge(url, long_items[:1], grader="squad").json()["results"][0]["cached"] is False  # graders apart
+    cache = app.state.service.cache
+    assert len(cache) == 41 and all(isinstance(k, bytes) and len(k) == 32 for k in cache)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("content", [7, ["yes"], {"text": "yes"}, True])
+def test_backend_content_that_is_not_text_is_a_backend_failure_and_the_server_keeps_serving(content):
+    replies = [content, "yes"]
+    backend_app = scripted_backend(reply=lambda body: replies.pop(0))
+    with serve(backend_app) as backend_url, serve(create_app(chat_settings(backend_url + "/v1"))) as url:
+        reply = judge(url, [item()])
+        assert reply.status_code == 502
+        assert f"not a chat completion (its message content is a {type(content).__name__}, not text)" in reply.json()["detail"]
+        assert judge(url, [item()]).json()["results"][0]["verdict"] is True
+
+
+@pytest.mark.slow
+def test_backend_errors_that_echo_the_key_are_redacted_in_replies_and_logs(caplog):
+    key = "vllm-key-DO-NOT-ECHO-0123456789"
+    backend_app = FastAPI()
+
+    @backend_app.post("/v1/chat/completions")
+    async def echo_key(request: Request):
+        status = 401 if len(backend_app.state.seen) == 0 else 400
+        backend_app.state.seen.append(request.headers["authorization"])
+        return JSONResponse({"error": {"message": f"Incorrect API key provided: {request.headers['authorization']}"}},
+                            status_code=status)
+
+    backend_app.state.seen = []
+    with serve(backend_app) as backend_url, serve(create_app(chat_settings(backend_url + "/v1", api_key=key))) as url:
+        refused = judge(url, [item()])
+        item_refused = judge(url, [item("Other?")])
+    assert backend_app.state.seen == [f"Bearer {key}"] * 2
+    assert refused.status_code == 502 and "Incorrect API key provided: Bearer [redacted]" in refused.json()["detail"]
+    failure = item_refused.json()["results"][0]["failure"]
+    assert failure.startswith("the backend refused the item: HTTP 400") and "[redacted]" in failure
+    assert key not in refused.text + item_refused.text + caplog.text

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from utils import (
+    api_key_for,
     chunk_text,
     extract_answer,
     is_hub_id,
@@ -14,6 +15,7 @@ from utils import (
     parse_qa_pairs,
     parse_questions,
     parse_summary,
+    redact,
     split_continuation,
     token_starts,
     write_json_atomic,
@@ -192,3 +194,26 @@ def test_write_json_atomic_replaces_whole_files_and_leaves_no_temp(tmp_path, mon
 ])
 def test_is_hub_id(name, hub):
     assert is_hub_id(name) is hub
+
+
+def test_api_key_for_gives_the_openai_key_to_openai_only(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-0123456789")
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    assert api_key_for("https://api.openai.com/v1") == "sk-openai-0123456789"
+    for other in ("http://api.openai.com/v1", "https://api.openai.com.evil.example/v1", "http://127.0.0.1:8000/v1",
+                  "https://openai-proxy.example/v1"):
+        assert api_key_for(other) is None, other
+    monkeypatch.setenv("VLLM_API_KEY", "vllm-key")
+    assert api_key_for("http://127.0.0.1:8000/v1") == "vllm-key"
+    assert api_key_for("https://api.openai.com/v1") == "sk-openai-0123456789"
+    assert api_key_for("http://127.0.0.1:8000/v1", "named") == "named"
+
+
+def test_redact_hides_the_keys_this_process_holds_and_anything_key_shaped(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "plain-openai-key-0123")
+    monkeypatch.setenv("VLLM_API_KEY", "vllm-key-4567")
+    text = ("Incorrect API key provided: plain-openai-key-0123 / sk-proj-AbC_dEf-123456 / vllm-key-4567 / "
+            "Authorization: Bearer tok.en-x / token-given-89")
+    assert redact(text, "token-given-89") == ("Incorrect API key provided: [redacted] / [redacted] / [redacted] / "
+                                              "Authorization: Bearer [redacted] / [redacted]")
+    assert redact("HTTP 404: model 'judge' not found") == "HTTP 404: model 'judge' not found"

@@ -23,7 +23,15 @@ Reply    {"baseline_accuracy", "adapter_accuracy", "adapter_gain", "baseline_tex
           "seed", "epoch_losses", "seconds"}
 Commands {"cmd": "info"} -> what this server serves, trains and grades with (the run JSON records it);
          {"cmd": "shutdown"} -> {"status": "bye"}, then the server exits.
-Errors   any bad request or failure -> {"error": "..."}; the server keeps serving.
+Errors   any bad request or failure -> {"error": "..."}; the server keeps serving. A request is one
+         ZMQ frame of at most 16 MiB (a larger one is dropped unanswered) holding one JSON object
+         (no NaN or Infinity); settings are capped (REQUEST_LIMITS: at most 100 epochs, lr at most 1,
+         10,000 sequences and 10,000 questions); error texts are cut and have keys redacted.
+Token    with --auth_token_file (env TTT_TOKEN_FILE), every message, commands included, carries
+         "auth_token": "<the file's token>" (query_server.py --ttt_token_file sends it). A field rather
+         than a second frame: requests stay one SEAL-format JSON frame, and SEAL's own clients, which
+         send none, keep working on a loopback server without a token. A --zmq_host other than
+         loopback needs a token of at least 16 characters, or the server refuses to start.
 
 Skill vector (option B): vLLM serves W + lambda*v with LoRA enabled, so every answer, the baseline
 included, comes from W + lambda*v (+ the passage's LoRA). The run records the vector's fingerprint. The trainer holds the plain base W
@@ -35,29 +43,39 @@ import argparse
 import hashlib
 import json
 import logging
+import math
 import os
+import secrets
 import shutil
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
 import zmq  # noqa: E402
 
-from judge import default_judge_url  # noqa: E402
+from judge import JudgeError, check_server_token, default_judge_url, read_token_file, refuse_open_bind  # noqa: E402
 from prompts import ANSWER_FIELDS, SQUAD_ANSWER_TEMPLATE, load_prompt_template, squad_answer_prompt  # noqa: E402
 from seal_squad.grading import GRADER, grade, make_client  # noqa: E402
 from seal_squad.serving import VLLMServer  # noqa: E402
 from seal_squad.ttt import TTTRecipe, prepare_tokenizer, train_adapter  # noqa: E402
-from utils import write_json_atomic  # noqa: E402
+from utils import redact, write_json_atomic  # noqa: E402
 
 log = logging.getLogger("TTT_server")
 
 RECIPE_FIELDS = ("lora_rank", "lora_alpha", "lora_dropout", "finetune_epochs", "finetune_lr", "batch_size",
                  "gradient_accumulation_steps", "end_mask_substring", "seed")
 REQUEST_FIELDS = ("train_sequences", "eval_questions", "skip_training", *RECIPE_FIELDS)
+# What one request may ask for (SEAL's: 10 epochs, r 32, batch 1, ~10 sequences and ~5 questions a
+# passage; its multi-passage run: ~2,000 sequences, 974 questions), so that no request holds the
+# server for days. Numbers must be finite.
+REQUEST_LIMITS = {"finetune_epochs": 100, "lora_rank": 1024, "lora_alpha": 4096, "finetune_lr": 1.0, "batch_size": 256,
+                  "gradient_accumulation_steps": 256, "train_sequences": 10_000, "eval_questions": 10_000}
+MAX_MESSAGE_BYTES = 16 << 20  # ZMQ drops a larger message (and its connection) before it is read
+MAX_ERROR_CHARS = 2000
 
 
 def vector_fingerprint(path):
@@ -150,10 +168,11 @@ class TTTServer:
         if "cmd" in msg:
             if msg["cmd"] == "info":
                 return self.description
-            raise ValueError(f"unknown cmd {msg['cmd']!r}: use info or shutdown")
+            raise ValueError(f"unknown cmd {str(msg['cmd'])[:60]!r}: use info or shutdown")
         unknown = sorted(set(msg) - set(REQUEST_FIELDS))
         if unknown:
-            raise ValueError(f"unknown request field(s) {unknown}; known: {', '.join(REQUEST_FIELDS)}")
+            raise ValueError(f"unknown request field(s) {[name[:60] for name in unknown[:10]]}; known: {', '.join(REQUEST_FIELDS)}")
+        check_limits(msg)
         questions = msg.get("eval_questions")
         if not isinstance(questions, list) or not questions or not all(
                 isinstance(q, dict) and isinstance(q.get("question"), str) and isinstance(q.get("answer"), str) for q in questions):
@@ -204,32 +223,80 @@ class TTTServer:
         return texts, verdicts
 
 
-def serve(server, host, port, ready_file=None):
-    ctx = zmq.Context()
+def check_limits(msg):
+    """ValueError naming the setting when a request asks for more than REQUEST_LIMITS or for a
+    number that is not finite (1e999 parses as infinity)."""
+    for name, limit in REQUEST_LIMITS.items():
+        value = msg.get(name)
+        size = len(value) if isinstance(value, list) else value
+        if isinstance(size, (int, float)) and not isinstance(size, bool) and not (math.isfinite(size) and size <= limit):
+            what = f"{size} items" if isinstance(value, list) else f"{value!r}"
+            raise ValueError(f"{name} {what} is over this server's limit {limit} (TTT_server.py REQUEST_LIMITS)")
+    if isinstance(msg.get("lora_dropout"), float) and not math.isfinite(msg["lora_dropout"]):
+        raise ValueError(f"lora_dropout must be a finite number, got {msg['lora_dropout']!r}")
+
+
+SHUTDOWN = {"status": "bye"}
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def respond(server, frames, token):
+    """The reply to one message (SHUTDOWN for an authorised shutdown); never raises."""
+    if len(frames) != 1:
+        return {"error": f"a request is one ZMQ frame holding one JSON object; got {len(frames)} frames"}
+    try:
+        msg = json.loads(frames[0], parse_constant=_no_constant)
+    except RecursionError:
+        return {"error": "request is not JSON this server reads: it nests too deep"}
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, NaN / Infinity
+        return {"error": f"request is not JSON: {str(e)[:200]}"}
+    if not isinstance(msg, dict):
+        return {"error": f"a request is a JSON object, got {type(msg).__name__}"}
+    given = msg.pop("auth_token", None)
+    if token and not (isinstance(given, str) and secrets.compare_digest(given.encode("utf-8", "surrogatepass"), token.encode())):
+        return {"error": "missing or wrong auth_token: this server wants the token of its --auth_token_file in every "
+                         "message's auth_token field (query_server.py --ttt_token_file / env TTT_TOKEN_FILE)"}
+    if msg.get("cmd") == "shutdown":
+        return SHUTDOWN
+    try:
+        return server.handle(msg)
+    except Exception as e:  # a bad request or a failed round must not stop the server
+        log.error("request failed: %s", redact(traceback.format_exc()))
+        return {"error": redact(f"{type(e).__name__}: {e}")[:MAX_ERROR_CHARS]}
+
+
+def listen(ctx, host, port):
     sock = ctx.socket(zmq.REP)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
     sock.bind(f"tcp://{host}:{port}")
-    log.info("TTT server listening on tcp://%s:%d", host, port)
+    return sock
+
+
+def serve(server, host, port, ready_file=None, token=None):
+    ctx = zmq.Context()
+    sock = listen(ctx, host, port)
+    log.info("TTT server listening on tcp://%s:%d%s", host, port, " (token required)" if token else "")
     if ready_file:  # what start_servers.sh waits for
         write_json_atomic(ready_file, server.description)
     try:
         while True:
-            raw = sock.recv()
+            reply = respond(server, sock.recv_multipart(), token)
             try:
-                msg = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                sock.send_json({"error": f"request is not JSON: {e}"})
-                continue
-            if isinstance(msg, dict) and msg.get("cmd") == "shutdown":
-                sock.send_json({"status": "bye"})
+                try:
+                    sock.send_json(reply)
+                except (TypeError, ValueError) as e:  # a reply JSON cannot hold: say so instead
+                    sock.send_json({"error": f"the reply is not JSON-serialisable: {str(e)[:200]}"})
+            except zmq.ZMQError as e:
+                log.error("cannot send the reply (%s): listening on a new socket", e)
+                sock.close()
+                sock = listen(ctx, host, port)
+            if reply is SHUTDOWN:
                 log.info("shutdown requested")
                 return
-            try:
-                reply = server.handle(msg)
-            except Exception as e:  # a bad request or a failed round must not stop the server
-                log.exception("request failed")
-                reply = {"error": f"{type(e).__name__}: {e}"}
-            sock.send_json(reply)
     finally:
         sock.close()
         ctx.term()
@@ -249,7 +316,10 @@ def main(argv=None):
                         help="post: train the LoRA against W (default, the paper's formula); pre: against W + lambda * skill")
     parser.add_argument("--judge_url", default=default_judge_url(), help="judge server (default env JUDGE_URL, JUDGE_SERVER_URL or http://127.0.0.1:8123)")
     parser.add_argument("--judge_token_file", default=os.environ.get("JUDGE_TOKEN_FILE"), help="file holding the judge's bearer token")
-    parser.add_argument("--zmq_host", default="127.0.0.1", help="address to listen on (default loopback; ZMQ has no authentication)")
+    parser.add_argument("--zmq_host", default="127.0.0.1", help="address to listen on (default loopback; any other needs --auth_token_file)")
+    parser.add_argument("--auth_token_file", default=os.environ.get("TTT_TOKEN_FILE"),
+                        help="file holding the token every message must carry in its auth_token field (default env "
+                             "TTT_TOKEN_FILE; required for a non-loopback --zmq_host)")
     parser.add_argument("--zmq_port", type=int, default=5555)
     parser.add_argument("--max_seq_length", type=int, default=2048, help="training sequence length (default 2048, SEAL's)")
     parser.add_argument("--mask_pads", action="store_true", help="keep pad positions out of the loss (SEAL keeps them in)")
@@ -268,13 +338,20 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.skill_vector and args.alpha is None:
         parser.error("--skill_vector needs --alpha (the lambda of the served base + lambda * skill)")
+    try:
+        token = args.auth_token_file and check_server_token(read_token_file(args.auth_token_file, "the TTT token file"), "TTT server")
+    except JudgeError as e:
+        parser.error(str(e))
+    refused = refuse_open_bind(args.zmq_host, token, "TTT server (and its GPU)", "--auth_token_file")
+    if refused:
+        parser.error(f"{refused} (or env TTT_TOKEN_FILE); clients send it with query_server.py --ttt_token_file")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # closes the socket on the way out
     try:
         server = TTTServer(args)
     except (ValueError, OSError, RuntimeError) as e:  # bad settings, unreachable vLLM or judge
         parser.error(str(e))
-    serve(server, args.zmq_host, args.zmq_port, args.ready_file)
+    serve(server, args.zmq_host, args.zmq_port, args.ready_file, token or None)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository r
 import zmq  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from judge import JudgeError, read_token_file  # noqa: E402
 from prompts import squad_question  # noqa: E402
 from seal_squad.data import count_questions, load_passages  # noqa: E402
 from seal_squad.partial import PartialFile  # noqa: E402
@@ -57,11 +58,16 @@ CONDITIONS = {
 
 class TTTClient:
     """REQ side of the TTT server; a request without a reply within `timeout_s` is resent on a new
-    socket (ZMQ's lazy-pirate pattern), up to `attempts` times."""
+    socket (ZMQ's lazy-pirate pattern), up to `attempts` times. With a `token`, every message
+    carries it in its auth_token field (TTT_server.py's docstring)."""
 
-    def __init__(self, endpoint, timeout_s, attempts):
+    def __init__(self, endpoint, timeout_s, attempts, token=None):
         self.endpoint, self.timeout_ms, self.attempts = endpoint, int(timeout_s * 1000), attempts
+        self.token = token
         self.ctx = zmq.Context()
+
+    def __repr__(self):
+        return f"TTTClient({self.endpoint!r}, token={'yes' if self.token else 'no'})"
 
     def request(self, payload, timeout_s=None, attempts=None):
         problem = None
@@ -72,7 +78,7 @@ class TTTClient:
             sock.setsockopt(zmq.LINGER, 0)
             sock.connect(self.endpoint)
             try:
-                sock.send_json(payload)
+                sock.send_json({**payload, "auth_token": self.token} if self.token else payload)
                 if sock.poll(timeout_ms, zmq.POLLIN):
                     reply = sock.recv_json()
                     if "error" not in reply:
@@ -122,6 +128,8 @@ def parse_args(argv):
                    help="one sequence per ---segment instead of one per line (SEAL's evaluation splits lines)")
     p.add_argument("--server_host", default="127.0.0.1")
     p.add_argument("--zmq_port", type=int, default=5555)
+    p.add_argument("--ttt_token_file", default=os.environ.get("TTT_TOKEN_FILE"),
+                   help="file holding the TTT server's token (its --auth_token_file; default env TTT_TOKEN_FILE)")
     p.add_argument("--timeout_s", type=float, default=3600, help="seconds to wait for one round's reply")
     p.add_argument("--attempts", type=int, default=2, help="tries per round (a timeout or an error reply is retried)")
     p.add_argument("--shutdown", action="store_true", help="stop the TTT server when done")
@@ -146,7 +154,11 @@ def main(argv=None):
     if min(args.k_completions, args.eval_times) < 1:
         sys.exit("--k_completions and --eval_times must be >= 1")
 
-    client = TTTClient(f"tcp://{args.server_host}:{args.zmq_port}", args.timeout_s, args.attempts)
+    try:
+        token = read_token_file(args.ttt_token_file, "the TTT token file") if args.ttt_token_file else None
+    except JudgeError as e:
+        sys.exit(str(e))
+    client = TTTClient(f"tcp://{args.server_host}:{args.zmq_port}", args.timeout_s, args.attempts, token)
     try:
         try:  # answered at once by a running server
             server = client.request({"cmd": "info"}, timeout_s=30, attempts=1)

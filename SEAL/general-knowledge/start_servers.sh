@@ -19,8 +19,10 @@
 # reports that little of the vector survives in bf16; SERVED_MODEL then ends in _float32),
 # EVAL_MAX_TOKENS 64, ANSWER_TEMPLATE (a file with the answer prompt, {question} in it; empty: SEAL's),
 # TTT_DTYPE (bfloat16 on a GPU, float32 on a CPU), START_JUDGE 1 (with JUDGE_BACKEND; JUDGE_MODEL
-# gpt-4.1 for openai, SEAL's grader), JUDGE_URL, JUDGE_TOKEN_FILE, STARTUP_TIMEOUT 900 s, LOG_DIR
-# (outputs/; logs and pid files in LOG_DIR/seal). Everything binds loopback: run query_server.py on this node.
+# gpt-4.1 for openai, SEAL's grader), JUDGE_URL, JUDGE_TOKEN_FILE, TTT_TOKEN_FILE (a token every TTT
+# request must carry; query_server.py reads the same env), STARTUP_TIMEOUT 900 s, LOG_DIR (outputs/;
+# logs and pid files in LOG_DIR/seal). Everything binds loopback: run query_server.py on this node (a
+# --zmq_host other than loopback is refused without TTT_TOKEN_FILE).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/common.sh"
 squad_answer_settings
@@ -93,6 +95,7 @@ ttt_cmd=(env CUDA_VISIBLE_DEVICES="$TTT_GPU" "$PYTHON" "$ROOT/SEAL/general-knowl
 [[ -z "$SKILL_VECTOR" ]] || ttt_cmd+=(--served_model "$SERVED_MODEL" --skill_vector "$SKILL_VECTOR" --alpha "$ALPHA"
   --skill_order "$SKILL_ORDER" --skill_name "$SKILL_NAME")
 [[ -z "$JUDGE_TOKEN_FILE" ]] || ttt_cmd+=(--judge_token_file "$JUDGE_TOKEN_FILE")
+[[ -z "${TTT_TOKEN_FILE:-}" ]] || ttt_cmd+=(--auth_token_file "$TTT_TOKEN_FILE")
 if [[ "$DRY_RUN" == 1 ]]; then
   run_cmd "${vllm_cmd[@]}"
   run_cmd "${ttt_cmd[@]}" "$@"
