@@ -349,6 +349,7 @@ def test_nodes_check_against_a_local_ray_cluster(tmp_path):
     Ray task answers for the dirs (shared, as they are one filesystem), and the settings a cluster
     cannot serve are refused: more nodes than it has, a node offering the judge's GPUs."""
     import signal
+    import socket
     import tempfile
     import time
 
@@ -359,16 +360,27 @@ def test_nodes_check_against_a_local_ray_cluster(tmp_path):
     port = free_port()
     address = f"127.0.0.1:{port}"
     env = {**os.environ, "RAY_memory_monitor_refresh_ms": "0"}
+    head_log = tmp_path / "ray_head.log"
     # --block: the head and everything it starts live in this test's own session, stopped by its id.
-    head = subprocess.Popen([ray_cli, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-                             "--num-cpus=1", "--num-gpus=2", f"--temp-dir={temp_dir}", "--include-dashboard=false",
-                             "--disable-usage-stats"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                            start_new_session=True)
+    with open(head_log, "wb") as log:
+        head = subprocess.Popen([ray_cli, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+                                 "--num-cpus=1", "--num-gpus=2", f"--temp-dir={temp_dir}", "--include-dashboard=false",
+                                 "--disable-usage-stats"], stdout=log, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
     try:
-        deadline = time.time() + 180
-        while subprocess.run([ray_cli, "status", f"--address={address}"], capture_output=True, env=env).returncode:
-            assert head.poll() is None and time.time() < deadline, "the local Ray head did not start"
-            time.sleep(2)
+        # Poll the GCS port, not `ray status`: against a GCS not yet up, one `ray status` waits ~40 s
+        # before failing, so a few slow polls on a loaded machine ran past the deadline.
+        deadline = time.time() + 300
+        while True:
+            assert head.poll() is None, f"the local Ray head exited: {head_log.read_text()[-3000:]}"
+            assert time.time() < deadline, f"the local Ray head did not start in 300 s: {head_log.read_text()[-3000:]}"
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(1)
+        status = subprocess.run([ray_cli, "status", f"--address={address}"], capture_output=True, text=True, env=env,
+                                timeout=300)
+        assert status.returncode == 0, f"ray status: {status.stderr[-2000:]}\nhead: {head_log.read_text()[-3000:]}"
 
         def nodes(*args):
             return subprocess.run([sys.executable, REPO / "scripts/preflight.py", "nodes", "--stage", "GRPO", "--address", address,

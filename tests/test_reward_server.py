@@ -328,7 +328,9 @@ def test_each_grader_gets_its_own_prompt_verdict_rule_and_cache_entry():
         results = [judge(url, [same], grader=g).json()["results"][0] for g in ("loogle", "squad", "loogle", "squad")]
         assert [r["cached"] for r in results] == [False, False, True, True]
         assert len(backend_app.state.calls) == 2  # one per grader
-        assert "Student answer: Paris, the capital" in backend_app.state.calls[1]["messages"][1]["content"]
+        # SEAL sends its grader as one user message, no system message
+        (squad_message,) = backend_app.state.calls[1]["messages"]
+        assert squad_message["role"] == "user" and "Student answer: Paris, the capital" in squad_message["content"]
 
 
 @pytest.mark.slow
