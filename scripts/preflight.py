@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -439,7 +440,16 @@ def nodes_check(args):
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    ray.init(address=args.address, logging_level="ERROR", log_to_driver=False)
+    try:
+        ray.init(address=args.address, logging_level="ERROR", log_to_driver=False)
+    except ConnectionError as e:
+        # Ray >= 2.59 starts a local head with token authentication once ~/.ray/auth_token exists,
+        # and a client without the token is refused with only this ConnectionError.
+        auth = "token" if os.environ.get("RAY_AUTH_MODE") == "token" else "not set to token"
+        raise Refused(f"{args.stage}: cannot join the Ray cluster at {args.address} ({e}). Check that its head runs"
+                      f" there; if the cluster uses token authentication (its ray start log says so), this shell needs"
+                      f" RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH=<the token file it was started with>, as every"
+                      f" node does (RAY_AUTH_MODE is {auth} here).") from None
     try:
         nodes = [n for n in ray.nodes() if n["Alive"]]
         here = ray.get_runtime_context().get_node_id()

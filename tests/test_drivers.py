@@ -347,7 +347,9 @@ def test_generation_defaults_to_hf_on_a_gpu_without_vllm(tmp_path):
 def test_nodes_check_against_a_local_ray_cluster(tmp_path):
     """preflight.py nodes against a real one-node Ray cluster on loopback (declaring 2 GPUs): its
     Ray task answers for the dirs (shared, as they are one filesystem), and the settings a cluster
-    cannot serve are refused: more nodes than it has, a node offering the judge's GPUs."""
+    cannot serve are refused: more nodes than it has, a node offering the judge's GPUs, a shell without
+    the cluster's authentication token."""
+    import secrets
     import signal
     import socket
     import tempfile
@@ -359,7 +361,14 @@ def test_nodes_check_against_a_local_ray_cluster(tmp_path):
     temp_dir = tempfile.mkdtemp(prefix="/tmp/ray_")  # Ray's socket paths must stay short
     port = free_port()
     address = f"127.0.0.1:{port}"
-    env = {**os.environ, "RAY_memory_monitor_refresh_ms": "0"}
+    # Ray >= 2.59 turns token authentication on for a local head once ~/.ray/auth_token exists (any
+    # earlier ray.init writes it) while its clients stay 'disabled': one explicit mode and token for
+    # the head, `ray status` and preflight.py, as a user's cluster with authentication has them.
+    token_file = tmp_path / "ray_auth_token"
+    token_file.write_text(secrets.token_hex(32))
+    env = {**os.environ, "RAY_memory_monitor_refresh_ms": "0", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN_PATH": str(token_file)}
+    env.pop("RAY_AUTH_TOKEN", None)
     head_log = tmp_path / "ray_head.log"
     # --block: the head and everything it starts live in this test's own session, stopped by its id.
     with open(head_log, "wb") as log:
@@ -382,7 +391,7 @@ def test_nodes_check_against_a_local_ray_cluster(tmp_path):
                                 timeout=300)
         assert status.returncode == 0, f"ray status: {status.stderr[-2000:]}\nhead: {head_log.read_text()[-3000:]}"
 
-        def nodes(*args):
+        def nodes(*args, env=env):
             return subprocess.run([sys.executable, REPO / "scripts/preflight.py", "nodes", "--stage", "GRPO", "--address", address,
                                    *args], capture_output=True, text=True, env=env, timeout=180)
 
@@ -396,6 +405,10 @@ def test_nodes_check_against_a_local_ray_cluster(tmp_path):
         assert "CUDA_VISIBLE_DEVICES=0 ray start --head --num-gpus=1" in judge.stderr
         two = nodes("--nnodes", "2", "--gpus_per_node", "2", "--dirs", *dirs)
         assert two.returncode == 3 and "has 1 node(s), not NNODES=2" in two.stderr
+        no_token = nodes("--nnodes", "1", "--gpus_per_node", "2", "--dirs", *dirs,
+                         env={k: v for k, v in env.items() if not k.startswith("RAY_AUTH")})
+        assert no_token.returncode == 3 and f"cannot join the Ray cluster at {address}" in no_token.stderr
+        assert "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH" in no_token.stderr and "Traceback" not in no_token.stderr
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         try:
