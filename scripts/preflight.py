@@ -443,7 +443,7 @@ def nodes_check(args):
     try:
         ray.init(address=args.address, logging_level="ERROR", log_to_driver=False)
     except ConnectionError as e:
-        # Ray >= 2.59 starts a local head with token authentication once ~/.ray/auth_token exists,
+        # Ray 2.60 starts a head with token authentication once ~/.ray/auth_token exists,
         # and a client without the token is refused with only this ConnectionError.
         auth = "token" if os.environ.get("RAY_AUTH_MODE") == "token" else "not set to token"
         raise Refused(f"{args.stage}: cannot join the Ray cluster at {args.address} ({e}). Check that its head runs"

@@ -361,7 +361,7 @@ def test_nodes_check_against_a_local_ray_cluster(tmp_path):
     temp_dir = tempfile.mkdtemp(prefix="/tmp/ray_")  # Ray's socket paths must stay short
     port = free_port()
     address = f"127.0.0.1:{port}"
-    # Ray >= 2.59 turns token authentication on for a local head once ~/.ray/auth_token exists (any
+    # Ray 2.60 turns token authentication on for a head once ~/.ray/auth_token exists (any
     # earlier ray.init writes it) while its clients stay 'disabled': one explicit mode and token for
     # the head, `ray status` and preflight.py, as a user's cluster with authentication has them.
     token_file = tmp_path / "ray_auth_token"
@@ -377,8 +377,8 @@ def test_nodes_check_against_a_local_ray_cluster(tmp_path):
                                  "--disable-usage-stats"], stdout=log, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
     try:
-        # Poll the GCS port, not `ray status`: against a GCS not yet up, one `ray status` waits ~40 s
-        # before failing, so a few slow polls on a loaded machine ran past the deadline.
+        # Poll the GCS port, not `ray status`: one that cannot get through waits ~40 s
+        # before failing, which hid why; the one `ray status` after it says why.
         deadline = time.time() + 300
         while True:
             assert head.poll() is None, f"the local Ray head exited: {head_log.read_text()[-3000:]}"
