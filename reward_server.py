@@ -7,6 +7,7 @@ accuracy, so it is async end to end, bounds its backend calls, judges identical 
     python reward_server.py --backend openai --judge_model gpt-4.1-mini
     python reward_server.py --backend vllm --base_url http://127.0.0.1:8000/v1 --judge_model MODEL
     python reward_server.py --backend lexical                  # offline tests only, see below
+    python reward_server.py --backend exact_match              # one-word answers (the synthetic world)
 
 Backends:
   openai   OpenAI chat completions with a judge model; key from OPENAI_API_KEY or a gitignored
@@ -18,6 +19,9 @@ Backends:
            (lower-case, no punctuation, no articles); score = F1, verdict = exact match or
            F1 >= 0.5. A cheap proxy for tests and the CPU quickstart, NOT a stand-in for an LLM
            judge: it rewards word overlap, not meaning. Used only when chosen by name.
+  exact_match  offline, no model: the normalised response equals the normalised reference
+           (score and verdict 1 or 0). The right grader where every answer is one exact word (the
+           synthetic world of prepare_data/world.py); wrong for free-form answers. Only by name.
 Without --backend: vllm if --base_url is given, else openai if a key is found; with neither
 the server does not start (it says how to configure a judge).
 
@@ -77,7 +81,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, field_validator
 
 from judge import (
-    DEFAULT_GRADER, DEFAULT_MAX_ITEMS, GRADERS, LEXICAL_THRESHOLD, JudgeError, check_server_token, lexical_judge,
+    DEFAULT_GRADER, DEFAULT_MAX_ITEMS, GRADERS, LEXICAL_THRESHOLD, JudgeError, check_server_token, exact_match, lexical_judge,
     parse_verdict, read_auth_token, refuse_open_bind, retry_after_seconds,
 )
 from prompts import judge_messages
@@ -93,7 +97,8 @@ MB = 1 << 20
 MAX_ERRORS_SHOWN = 20  # a 422 lists this many problems (a million bad items must not give a million lines)
 MAX_ERROR_CHARS = 300  # characters of one problem's message
 DEFAULT_TIMEOUT_S = 180.0  # time for a reasoning judge to use its whole budget at ~12 tokens/s under load
-BACKENDS = ("openai", "vllm", "lexical")
+BACKENDS = ("openai", "vllm", "lexical", "exact_match")
+OFFLINE_BACKENDS = ("lexical", "exact_match")  # no model: rules on the answer's words, only when named
 # Backend answers that are the server's own fault (key, permission, model or URL): fatal.
 CONFIG_STATUS = frozenset({401, 402, 403, 404, 405})
 # Backend answers that mean "busy, try later": retried.
@@ -105,7 +110,7 @@ NO_JUDGE_CONFIGURED = (
     "no judge configured. For an LLM judge either set OPENAI_API_KEY (or write the key to "
     f"{API_KEY_FILE}, gitignored) and pass --backend openai [--judge_model gpt-4.1-mini], or serve a "
     "judge model (vllm serve MODEL) and pass --backend vllm --base_url http://HOST:8000/v1 --judge_model MODEL. "
-    "Only for offline tests, choose the word-overlap judge by name: --backend lexical (it is not an LLM judge)."
+    "Only for offline tests, choose the word-overlap judge by name: --backend lexical (it is not an LLM judge), or --backend exact_match for one-word answers."
 )
 
 # --- Settings ------------------------------------------------------------------------------------
@@ -113,7 +118,7 @@ NO_JUDGE_CONFIGURED = (
 
 @dataclass
 class JudgeSettings:
-    backend: str  # openai | vllm | lexical
+    backend: str  # openai | vllm | lexical | exact_match
     base_url: str | None = None
     judge_model: str | None = None
     api_key: str | None = field(default=None, repr=False)
@@ -320,6 +325,12 @@ class LexicalJudge:
         pass
 
 
+class ExactMatchJudge(LexicalJudge):
+    async def judge(self, grader, question, reference, response):
+        verdict = exact_match(reference, response)
+        return {"score": float(verdict), "verdict": verdict, "parse_failed": False, "failure": None}
+
+
 # --- Cache + de-duplication ----------------------------------------------------------------------
 
 
@@ -336,7 +347,8 @@ class JudgeService:
     def __init__(self, settings, metrics):
         self.settings = settings
         self.metrics = metrics
-        self.backend = LexicalJudge() if settings.backend == "lexical" else ChatJudge(settings, metrics)
+        offline = {"lexical": LexicalJudge, "exact_match": ExactMatchJudge}
+        self.backend = offline[settings.backend]() if settings.backend in offline else ChatJudge(settings, metrics)
         self.cache = collections.OrderedDict()
         self.in_flight = {}
 
@@ -426,7 +438,7 @@ class JudgeRequest(BaseModel):
 
 
 class JudgeResult(BaseModel):
-    score: float = Field(ge=0.0, le=1.0, description="1/0 for LLM judges; token F1 for lexical")
+    score: float = Field(ge=0.0, le=1.0, description="1/0 for LLM judges and exact_match; token F1 for lexical")
     verdict: bool = Field(description="the judge says the response is correct")
     cached: bool = Field(description="answered from the cache or by an identical in-flight item")
     parse_failed: bool = Field(description="no verdict for this item (score 0, not cached); `failure` says why")
@@ -620,7 +632,7 @@ def create_app(settings):
 
 def info(settings):
     """What /health and /metrics say about the judge."""
-    llm = settings.backend != "lexical"
+    llm = settings.backend not in OFFLINE_BACKENDS
     return {
         "backend": settings.backend,
         "judge_model": settings.judge_model,
@@ -642,6 +654,8 @@ def oversized_field(item, max_chars):
 def describe(settings):
     if settings.backend == "lexical":
         return f"lexical (token F1, verdict at F1 >= {LEXICAL_THRESHOLD}; offline, NOT an LLM judge)"
+    if settings.backend == "exact_match":
+        return "exact_match (normalised response == normalised reference; offline, for one-word answers, NOT an LLM judge)"
     return (
         f"{settings.backend} judge_model={settings.judge_model} base_url={settings.base_url} "
         f"max_tokens={settings.max_tokens} max_concurrency={settings.max_concurrency}"
@@ -663,7 +677,7 @@ def resolve_backend(backend, base_url, openai_key):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=BACKENDS, default=None,
-                        help="judge backend (default: vllm if --base_url, else openai if a key is found; lexical only by name)")
+                        help="judge backend (default: vllm if --base_url, else openai if a key is found; lexical and exact_match only by name)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="bind address (default loopback; any other address needs a token, see --auth_token_file)")
     parser.add_argument("--port", type=int, default=8123)
@@ -692,7 +706,7 @@ def main():
     openai_key = read_openai_key()
     try:
         backend, why = resolve_backend(args.backend, args.base_url, openai_key)
-        api_key = api_key_for(args.base_url or OPENAI_BASE_URL) if backend != "lexical" else None
+        api_key = api_key_for(args.base_url or OPENAI_BASE_URL) if backend not in OFFLINE_BACKENDS else None
         settings = JudgeSettings(
             backend=backend, base_url=args.base_url, judge_model=args.judge_model, api_key=api_key,
             max_tokens=args.max_tokens, max_concurrency=args.max_concurrency, timeout=args.timeout,
@@ -708,6 +722,8 @@ def main():
     logger.info("backend %s (%s)", backend, why)
     if backend == "lexical":
         logger.warning("lexical judge: token F1 word overlap, NOT an LLM judge; for offline tests and the CPU quickstart")
+    if backend == "exact_match":
+        logger.warning("exact_match judge: the normalised answer must equal the reference, NOT an LLM judge; for one-word answers")
     if settings.auth_token:
         logger.info("bearer token required on every route but /health")
 

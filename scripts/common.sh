@@ -313,7 +313,7 @@ run_python() {
   if [[ "$DRY_RUN" == 1 ]]; then echo "DRY_RUN: $(show_cmd "$@")"; else run "$@"; fi
 }
 
-# ensure_judge LABEL: a judge must answer at JUDGE_URL; if none does, JUDGE_BACKEND (openai |
+# ensure_judge LABEL: a judge must answer at JUDGE_URL; if none does, JUDGE_BACKEND (openai | exact_match |
 # vllm | lexical) starts one (scripts/train/start_judge_server.sh with JUDGE_ARGS as its extra
 # arguments), which stop_run stops. Without either it stops the driver: the lexical
 # (word-overlap) judge runs only when named. Sets JUDGE_DESCRIPTION (its backend and model).
@@ -598,7 +598,7 @@ gen_data_settings() {
   OVERLAP_TOKENS=${OVERLAP_TOKENS:-64}
   MAX_CHUNKS=${MAX_CHUNKS:-0}                            # 0: every chunk of the passage
   QUESTIONS_PER_CHUNK=${QUESTIONS_PER_CHUNK:-5}
-  PROPOSER=${PROPOSER:-json}                             # json | two_step | cloze (model-free)
+  PROPOSER=${PROPOSER:-json}                             # json | two_step | cloze | world (the last two model-free)
   QA_MAX_NEW_TOKENS=${QA_MAX_NEW_TOKENS:-1024}
   GEN_TEMPERATURE=${GEN_TEMPERATURE:-0.0}
   GEN_SEED=${GEN_SEED:-0}

@@ -168,7 +168,8 @@ HOW_TO_CONFIGURE_A_JUDGE = (
     "Configure an LLM judge: JUDGE_BACKEND=openai (key in OPENAI_API_KEY or openai_api_key.txt), or"
     " JUDGE_BACKEND=vllm JUDGE_MODEL=<model> with JUDGE_BASE_URL=<OpenAI-compatible URL> or JUDGE_GPUS=<GPUs for a"
     " local vllm serve> (scripts/train/start_judge_server.sh). JUDGE_BACKEND=lexical chooses the word-overlap judge"
-    " by name (tests, the CPU demo): GRPO then optimises token F1, not correctness.")
+    " by name (tests, the CPU demo): GRPO then optimises token F1, not correctness; JUDGE_BACKEND=exact_match the"
+    " exact-match grader, for one-word answers only (the synthetic world).")
 
 
 def judge_check(args):
@@ -189,8 +190,9 @@ def judge_check(args):
     if args.backend and backend != args.backend:
         raise Refused(f"{args.stage}: the judge at {args.url} runs the {backend} backend, not JUDGE_BACKEND={args.backend};"
                       " stop it or use another JUDGE_PORT.")
-    if backend == "lexical" and args.backend != "lexical":
-        raise Refused(f"{args.stage}: the judge at {args.url} is the lexical word-overlap judge, which no one chose."
+    offline = {"lexical": "lexical word-overlap judge", "exact_match": "exact_match judge"}
+    if backend in offline and args.backend != backend:
+        raise Refused(f"{args.stage}: the judge at {args.url} is the {offline[backend]}, which no one chose."
                       f" {HOW_TO_CONFIGURE_A_JUDGE}")
     from judge import JudgeError, read_auth_token
 
@@ -542,7 +544,7 @@ def main(argv=None):
     p = sub.add_parser("judge", help="check the judge the reward workers will call")
     p.add_argument("--url", required=True)
     p.add_argument("--stage", required=True)
-    p.add_argument("--backend", choices=["openai", "vllm", "lexical"], help="the backend asked for (JUDGE_BACKEND)")
+    p.add_argument("--backend", choices=["openai", "vllm", "lexical", "exact_match"], help="the backend asked for (JUDGE_BACKEND)")
     p.add_argument("--token_file", help="file holding the judge's bearer token (JUDGE_TOKEN_FILE)")
     p.set_defaults(run=judge_check)
 

@@ -609,3 +609,27 @@ def test_backend_errors_that_echo_the_key_are_redacted_in_replies_and_logs(caplo
     failure = item_refused.json()["results"][0]["failure"]
     assert failure.startswith("the backend refused the item: HTTP 400") and "[redacted]" in failure
     assert key not in refused.text + item_refused.text + caplog.text
+
+
+# --- exact_match backend (one-word answers: the synthetic world) ---------------------------------
+
+
+def test_exact_match_backend_grades_the_normalised_answer_only():
+    with serve(create_app(JudgeSettings(backend="exact_match"))) as url:
+        assert httpx.get(f"{url}/health").json()["backend"] == "exact_match"
+        items = [{"question": "What color does Vikfi Selwen like?", "reference": "teal", "response": r}
+                 for r in ("teal", " Teal.", "the teal", "teal green", "green", "", "Vikfi Selwen likes the color teal.")]
+        results = judge(url, items).json()["results"]
+    assert [r["verdict"] for r in results] == [True, True, True, False, False, False, False]
+    assert [r["score"] for r in results] == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]  # no credit for overlap
+
+
+def test_pipeline_refuses_an_exact_match_judge_nobody_chose(tmp_path):
+    """A judge left running with the exact_match backend is not taken for an LLM judge."""
+    with serve(create_app(JudgeSettings(backend="exact_match"))) as url:
+        done = subprocess.run([sys.executable, "scripts/preflight.py", "judge", "--url", url, "--stage", "GRPO"],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+        chosen = subprocess.run([sys.executable, "scripts/preflight.py", "judge", "--url", url, "--stage", "GRPO",
+                                 "--backend", "exact_match"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "exact_match judge, which no one chose" in done.stderr
+    assert chosen.returncode == 0, chosen.stderr

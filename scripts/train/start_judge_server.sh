@@ -5,6 +5,7 @@
 #   JUDGE_BACKEND=vllm JUDGE_BASE_URL=http://gpu7:8000/v1 JUDGE_MODEL=Qwen/Qwen2.5-7B-Instruct bash ...
 #   JUDGE_BACKEND=vllm JUDGE_GPUS=7 JUDGE_MODEL=Qwen/Qwen2.5-7B-Instruct bash ...   # + a local vllm serve on GPU 7
 #   JUDGE_BACKEND=lexical bash scripts/train/start_judge_server.sh     # offline word overlap (tests, CPU demo)
+#   JUDGE_BACKEND=exact_match bash scripts/train/start_judge_server.sh # offline exact match (one-word answers)
 #   export JUDGE_URL=$(JUDGE_BACKEND=openai bash scripts/train/start_judge_server.sh)
 # Trailing args go to reward_server.py (python reward_server.py --help).
 #
@@ -21,7 +22,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
-JUDGE_BACKEND=${JUDGE_BACKEND:-}               # openai | vllm | lexical (no default: choose one)
+JUDGE_BACKEND=${JUDGE_BACKEND:-}               # openai | vllm | lexical | exact_match (no default: choose one)
 JUDGE_MODEL=${JUDGE_MODEL:-}                   # --judge_model (vllm: the served model)
 JUDGE_BASE_URL=${JUDGE_BASE_URL:-}             # vllm backend: an OpenAI-compatible URL already serving JUDGE_MODEL
 JUDGE_GPUS=${JUDGE_GPUS:-}                     # vllm backend without JUDGE_BASE_URL: GPUs for a local `vllm serve`
