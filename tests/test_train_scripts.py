@@ -122,6 +122,7 @@ def test_sft_rejects_bad_passage_id():
 @pytest.fixture(scope="module")
 def grpo_dry(tmp_path_factory):
     out = tmp_path_factory.mktemp("grpo_out")
+    (out / "metrics.jsonl").write_text("")  # an earlier run's metrics, kept aside
     env = {"passage_id": "2", "DATA_DIR": "/data/passage2", "CKPT_DIR": "/ckpt/passage2", "GRPO_DIR": str(out),
            "JUDGE_URL": "http://10.1.2.3:9000", "ROLLOUT_N": "6"}
     return dry_run(TRAIN / "grpo.sh", env, args=["actor_rollout_ref.actor.clip_ratio=0.3"]), out
@@ -154,6 +155,13 @@ def test_grpo_dry_run_config(grpo_dry, default_configs):
     assert rollout["enforce_eager"] is True and cfg["ray_kwargs"]["ray_init"]["num_gpus"] == 1
     assert_plus_only_on_new_keys(result.stdout, default_configs["ppo"])
     assert "reward.custom_reward_function.reward_kwargs.judge_url" in plus_keys(result.stdout)
+    # verl's file logger writes every step's metrics (the reward mean) to the run dir; its path reaches
+    # the Ray workers through runtime_env, and an earlier metrics.jsonl is moved aside, not truncated.
+    assert cfg["trainer"]["logger"] == ["console", "file"]
+    assert cfg["ray_kwargs"]["ray_init"]["runtime_env"]["env_vars"]["VERL_FILE_LOGGER_PATH"] == f"{out}/metrics.jsonl"
+    moved = re.escape(f"DRY_RUN: mv {out}/metrics.jsonl {out}/metrics.")
+    assert re.search(rf"^{moved}\d+\.jsonl$", result.stdout, re.M)
+    assert (out / "metrics.jsonl").exists()  # DRY_RUN moves nothing
 
 
 def test_grpo_refuses_group_of_one():

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # GRPO on a source passage's QA prompts, from that passage's stage-2 SFT model, with the judge
 # server's score as reward (reward_function.py through reward.custom_reward_function.*; the judge
-# URL, and for a judge off loopback the path of its token file, are reward kwargs). KL loss on.
+# URL, and for a judge off loopback the path of its token file, are reward kwargs). KL loss on
+# (KL_LOSS_COEF=0: off, and no reference model).
 # The final HF model is recorded as checkpoints/passage{N}/grpo/final ->
 # global_step_<last>/actor/huggingface; then the FSDP shards and optimizer state are deleted
 # (KEEP_RESUMABLE=1 keeps them). At most GRPO_CKPT_TO_KEEP checkpoints exist during the run.
+# Writes each step's metrics to $GRPO_DIR/metrics.jsonl (python -m analysis.reward_curve plots them).
 #
 #   JUDGE_BACKEND=openai bash scripts/train/start_judge_server.sh   # an LLM judge first
 #   bash scripts/train/grpo.sh                                      # passage 0
@@ -86,6 +88,9 @@ fi
 judge_kwargs=(+reward.custom_reward_function.reward_kwargs.judge_url="$JUDGE_URL")
 [[ -n "$JUDGE_TOKEN_FILE" ]] && judge_kwargs+=(+reward.custom_reward_function.reward_kwargs.judge_token_file="$JUDGE_TOKEN_FILE")
 [[ -n "$GRADER" ]] && judge_kwargs+=(+reward.custom_reward_function.reward_kwargs.grader="$GRADER")
+# LOGGER plus verl's file logger, e.g. ['console','file']. The logger runs in a Ray worker, which
+# gets its path through Ray's runtime_env (an exported variable misses workers on a Ray cluster).
+logger="${LOGGER%]},'file']"
 template_overrides=()
 if [[ -n "$CHAT_TEMPLATE" ]]; then
   [[ -f "$CHAT_TEMPLATE" ]] || usage_error "CHAT_TEMPLATE=$CHAT_TEMPLATE: no such file (a Jinja chat template)"
@@ -107,6 +112,10 @@ resume_mode="$(resume_mode_for "$GRPO_DIR")"
 epochs="$GRPO_EPOCHS"
 [[ "$GRPO_STEPS" != null ]] && epochs=$((GRPO_STEPS))
 
+# KL_LOSS_COEF=0: no KL loss, and so no reference model to load and run.
+use_kl_loss=True
+[[ "$KL_LOSS_COEF" =~ ^0*\.?0*$ ]] && use_kl_loss=False
+
 # compose_overrides: the overrides of this run, from the batch sizes currently set.
 compose_overrides() {
   overrides=(
@@ -125,7 +134,7 @@ compose_overrides() {
     actor_rollout_ref.actor.optim.lr="$GRPO_LR"
     actor_rollout_ref.actor.ppo_mini_batch_size="$mini"
     actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu="$micro"
-    actor_rollout_ref.actor.use_kl_loss=True
+    actor_rollout_ref.actor.use_kl_loss="$use_kl_loss"
     actor_rollout_ref.actor.kl_loss_coef="$KL_LOSS_COEF"
     actor_rollout_ref.actor.kl_loss_type=low_var_kl
     actor_rollout_ref.actor.entropy_coeff="$ENTROPY_COEFF"
@@ -140,7 +149,8 @@ compose_overrides() {
     reward.custom_reward_function.path="$ROOT/reward_function.py"
     reward.custom_reward_function.name=compute_score
     "${judge_kwargs[@]}"
-    trainer.project_name="$PROJECT_NAME" trainer.experiment_name="$EXPERIMENT_NAME" trainer.logger="$LOGGER"
+    trainer.project_name="$PROJECT_NAME" trainer.experiment_name="$EXPERIMENT_NAME" trainer.logger="$logger"
+    +ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH="$GRPO_DIR/metrics.jsonl"
     trainer.total_epochs="$epochs" trainer.total_training_steps="$GRPO_STEPS"
     trainer.test_freq="$GRPO_TEST_FREQ" trainer.val_before_train="$GRPO_VAL_BEFORE_TRAIN"
     # checkpoints: verl also saves at the last step; it resumes (auto) only with RESUME=1
@@ -168,6 +178,12 @@ if [[ "$DEVICE" == gpu ]]; then
     ${GPU_MEMORY_MIB:+--gpu_memory_mib "$GPU_MEMORY_MIB"} -- "${overrides[@]}" >&2 || exit 1
 fi
 check_ray_nodes "GRPO of passage $passage_id" "$GRPO_DIR" "$(dirname "$START_MODEL")" "$(dirname "$GRPO_TRAIN_FILES")"
+# verl's file logger truncates its file (a RESUME=1 run would lose the earlier steps), and does
+# not make its directory.
+if [[ -e "$GRPO_DIR/metrics.jsonl" ]]; then
+  run_cmd mv "$GRPO_DIR/metrics.jsonl" "$GRPO_DIR/metrics.$(date +%s).jsonl"
+fi
+[[ "$DRY_RUN" == 1 ]] || mkdir -p "$GRPO_DIR"
 run_verl "grpo passage $passage_id" verl.trainer.main_ppo "$PYTHON" -- "${overrides[@]}"
 record_final "$GRPO_DIR" actor/huggingface
 prune_checkpoints "$GRPO_DIR"

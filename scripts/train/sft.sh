@@ -39,6 +39,8 @@ CKPT_DIR=${CKPT_DIR:-$CKPT_ROOT/passage$passage_id}
 SFT_EPOCHS=${SFT_EPOCHS:-3}                  # per stage
 SFT_STEPS=${SFT_STEPS:-null}                 # exactly this many steps per stage (null: the epochs decide)
 SFT_LR=${SFT_LR:-1e-5}
+SFT_STAGE2_EPOCHS=${SFT_STAGE2_EPOCHS:-$SFT_EPOCHS}   # stage 2 (QA) only; default: SFT_EPOCHS
+SFT_STAGE2_LR=${SFT_STAGE2_LR:-$SFT_LR}               # stage 2 (QA) only; default: SFT_LR
 SFT_BATCH_SIZE=${SFT_BATCH_SIZE:-32}         # global, across all GPUs
 SFT_MICRO_BATCH_SIZE=${SFT_MICRO_BATCH_SIZE:-2}   # per GPU (verl packs by tokens: data.use_dynamic_bsz)
 SFT_MAX_LENGTH=${SFT_MAX_LENGTH:-4096}
@@ -145,7 +147,8 @@ for stage in $STAGES; do
   fi
   # verl saves its last checkpoint only on reaching total_training_steps: with a step count,
   # let the epochs repeat until it is reached.
-  epochs="$SFT_EPOCHS"
+  epochs="$SFT_EPOCHS" lr="$SFT_LR"
+  [[ "$stage" == 2 ]] && epochs="$SFT_STAGE2_EPOCHS" lr="$SFT_STAGE2_LR"
   [[ "$SFT_STEPS" != null ]] && epochs=$((SFT_STEPS))
 
   run_verl "sft passage $passage_id stage $stage" verl.trainer.sft_trainer "${LAUNCHER[@]}" -- \
@@ -159,7 +162,7 @@ for stage in $STAGES; do
     data.truncation=right \
     model.path="$model" \
     "${lora_overrides[@]}" \
-    optim.lr="$SFT_LR" \
+    optim.lr="$lr" \
     checkpoint.save_contents="$save_contents" \
     trainer.default_local_dir="$run_dir" \
     trainer.project_name="$PROJECT_NAME" \
