@@ -18,6 +18,11 @@ Proposers:
             on any machine; --model only supplies the chunking tokenizer. The CPU quickstart
             uses it, since a tiny random model writes no usable QA. The manifest says so
             (settings.pairs_from).
+  world     RULE-BASED, NOT MODEL OUTPUT, for the synthetic world's passages (prepare_data/world.py):
+            the world's own questions about the known kinds (home town, trade, sport) of each
+            person whose facts the chunk states, answered from the chunk's sentences; each person
+            and kind asked once, up to --questions_per_chunk per chunk. Never the skill kinds
+            (colour, pet, food): those are the passage's held-out QA. No model runs.
 Pairs are de-duplicated per passage (questions compared case- and punctuation-blind); malformed
 items are skipped and counted in the manifest.
 
@@ -31,6 +36,7 @@ to one of those test questions is dropped anyway (counted as `eval_overlap`).
                  extra_info["question"] for the judge reward) + manifest_grpo.json
 """
 
+from prepare_data import world
 from prepare_data.cloze import cloze_items
 from prepare_data.passages import RL_COLUMNS, SFT_COLUMNS, generate_per_prompt, generation_cli, rl_row, run_per_passage, sft_row, templates_sha256
 from prompts import (
@@ -107,8 +113,23 @@ def propose_cloze(args, passage, chunks, get_generator):
     return triples, {"repeated_sentences": repeated, "sentences_not_asked": not_asked}
 
 
-PROPOSERS = {"json": propose_json, "two_step": propose_two_step, "cloze": propose_cloze}
-PROPOSER_TEMPLATES = {"json": [PROPOSER_TEMPLATE], "two_step": [QUESTIONS_TEMPLATE, CONTEXT_SOLVER_TEMPLATE], "cloze": [CLOZE_TEMPLATE]}
+def propose_world(args, passage, chunks, get_generator):
+    """[(chunk, question, answer)] without a model: the world's known-kind questions about the
+    facts each chunk states, each (person, kind) once, up to --questions_per_chunk per chunk."""
+    asked, stated, triples = set(), set(), []
+    for chunk in chunks:
+        facts = {(name, kind): value for name, kind, value in world.facts_in(chunk.text)}
+        stated |= set(facts)
+        new = [(name, kind) for name, kind in facts if (name, kind) not in asked][:args.questions_per_chunk]
+        for name, kind in new:
+            asked.add((name, kind))
+            triples.append((chunk, world.QUESTIONS[kind].format(name=name), facts[(name, kind)]))
+    return triples, {"facts_not_asked": len(stated - asked)}
+
+
+PROPOSERS = {"json": propose_json, "two_step": propose_two_step, "cloze": propose_cloze, "world": propose_world}
+PROPOSER_TEMPLATES = {"json": [PROPOSER_TEMPLATE], "two_step": [QUESTIONS_TEMPLATE, CONTEXT_SOLVER_TEMPLATE], "cloze": [CLOZE_TEMPLATE],
+                      "world": [*world.QUESTIONS.values()]}
 
 
 def select_pairs(passage, triples):
@@ -137,7 +158,7 @@ def grpo_row(passage, chunk, question, answer, index):
 def main(argv=None):
     options = [
         ("--format", {"default": "sft", "choices": sorted(OUTPUTS), "help": "sft: stage2_sft.parquet (default); grpo: grpo.parquet"}),
-        ("--proposer", {"default": "json", "choices": sorted(PROPOSERS), "help": "json (default), two_step or cloze (rule-based, no model; see above)"}),
+        ("--proposer", {"default": "json", "choices": sorted(PROPOSERS), "help": "json (default), two_step, cloze or world (rule-based, no model; see above)"}),
         ("--questions_per_chunk", {"type": int, "default": 5, "help": "pairs asked for per chunk (default: 5)"}),
         ("--samples_per_chunk", {"type": int, "default": 1, "help": "proposals sampled per chunk (>1 needs --temperature > 0)"}),
     ]
@@ -145,8 +166,8 @@ def main(argv=None):
     def check(args):
         if args.questions_per_chunk < 1 or args.samples_per_chunk < 1:
             raise ValueError("--questions_per_chunk and --samples_per_chunk must be >= 1")
-        if args.proposer == "cloze" and args.samples_per_chunk != 1:
-            raise ValueError("--proposer cloze is deterministic: --samples_per_chunk must be 1")
+        if args.proposer in ("cloze", "world") and args.samples_per_chunk != 1:
+            raise ValueError(f"--proposer {args.proposer} is deterministic: --samples_per_chunk must be 1")
 
     args, passages = generation_cli(argv, __doc__, 1024, options, check)
 
@@ -159,11 +180,10 @@ def main(argv=None):
             rows = [grpo_row(passage, chunk, q, a, i) for i, (chunk, q, a) in enumerate(kept)]
         return rows, {"qa": len(rows)}, {**skipped, **dropped}
 
-    pairs_from = (
-        "rules: cloze questions made from the passage's own sentences, answers verbatim spans (no model output)"
-        if args.proposer == "cloze"
-        else f"model output: {args.model} ({args.backend} backend)"
-    )
+    pairs_from = {
+        "cloze": "rules: cloze questions made from the passage's own sentences, answers verbatim spans (no model output)",
+        "world": "rules: the synthetic world's known-kind questions about the facts the passage states (no model output)",
+    }.get(args.proposer, f"model output: {args.model} ({args.backend} backend)")
     settings = {
         "proposer": args.proposer,
         "pairs_from": pairs_from,

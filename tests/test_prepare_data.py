@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from prepare_data import generate_mixed_data, generate_qa, loogle_to_parquet
+from prepare_data import generate_mixed_data, generate_qa, loogle_to_parquet, world
 from prepare_data.cloze import BLANK, cloze_items, sentence_spans
 from prepare_data.generate_qa import select_pairs
 from prepare_data.passages import Passage, load_passages, parse_passage_ids
@@ -561,3 +561,61 @@ def test_drivers_generate_every_file_for_a_passage(loogle_corpus, tiny_model, tm
     ]
     assert len(rl_dataset(folder / "eval.parquet", tiny_tokenizer, tmp_path)) == 25
     assert manifest(tmp_path, 3, "stage2")["settings"]["proposer"] == "two_step"
+
+
+# --- the synthetic world (prepare_data/world.py) and its proposer -------------------------------
+
+
+def write_world(out, seed=0, *extra):
+    world.main(["--output_dir", str(out), "--seed", str(seed), "--passages", "3", "--people_per_passage", "4",
+                "--pretrain_people", "8", *extra])
+    return corpus_rows(out / "passages.jsonl"), corpus_rows(out / "pretrain.jsonl"), json.loads((out / "world.json").read_text())
+
+
+def test_world_is_deterministic_from_its_seed_and_keeps_passages_apart(tmp_path):
+    passages, pretrain, facts = write_world(tmp_path / "a")
+    again = write_world(tmp_path / "b")
+    assert (passages, pretrain) == again[:2]
+    assert write_world(tmp_path / "c", 1)[0] != passages
+    # LooGLE's format, read back by the loader every stage uses
+    loaded = load_passages(tmp_path / "a" / "passages.jsonl")
+    assert [p.title for p in loaded] == [r["title"] for r in passages]
+    names = [{p["name"] for p in group} for group in facts["passages"] + facts["pretrain"]]
+    assert sum(map(len, names)) == len(set().union(*names)), "a person appears in two documents"
+    for row, people in zip(passages, facts["passages"]):
+        # every fact in the text, in each of the passage's biographies; QA only about the skill kinds
+        for person in people:
+            stated = {(kind, value) for name, kind, value in world.facts_in(row["input"], world.KNOWN_KINDS + world.SKILL_KINDS)
+                      if name == person["name"]}
+            assert stated == {(k, person[k]) for k in world.VALUES}
+            assert sum(line.count(person["name"]) for line in row["input"].splitlines()) == 3 * 6  # 3 bios x 6 facts
+        assert {qa["type"] for qa in row["qa_pairs"]} == set(world.SKILL_KINDS)
+        assert all(qa["A"] in qa["S"] and qa["A"] in row["input"] and len(qa["A"].split()) == 1 for qa in row["qa_pairs"])
+    for row in pretrain:
+        assert {qa["type"] for qa in row["qa_pairs"]} == set(world.KNOWN_KINDS)
+
+
+def test_world_refuses_impossible_sizes_before_writing(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        world.main(["--output_dir", str(tmp_path / "w"), "--people_per_passage", "0"])
+    with pytest.raises(SystemExit):
+        world.main(["--output_dir", str(tmp_path / "w"), "--pretrain_people", "1000000"])
+    assert "distinct names" in capsys.readouterr().err and not (tmp_path / "w").exists()
+
+
+def test_world_proposer_asks_each_known_fact_once_read_by_verl(tokenizer_only, tiny_tokenizer, tmp_path):
+    write_world(tmp_path / "world")
+    corpus = tmp_path / "world" / "passages.jsonl"
+    generate_qa.main(["--input", str(corpus), "--passages", "0-2", "--output_dir", str(tmp_path / "data"), "--model",
+                      str(tokenizer_only), "--proposer", "world", "--format", "sft", "--chunk_tokens", "96",
+                      "--overlap_tokens", "16", "--questions_per_chunk", "100"])
+    facts = json.loads((tmp_path / "world" / "world.json").read_text())
+    for passage, people in zip(load_passages(corpus), facts["passages"]):
+        info = manifest(tmp_path / "data", passage.passage_id, "stage2")
+        assert info["settings"]["proposer"] == "world" and "no model output" in info["settings"]["pairs_from"]
+        frame = pd.read_parquet(tmp_path / "data" / f"passage{passage.passage_id}" / "stage2_sft.parquet")
+        expected = {(solver_prompt(passage.title, world.QUESTIONS[k].format(name=p["name"])), p[k])
+                    for p in people for k in world.KNOWN_KINDS}
+        assert {(m[0]["content"], m[1]["content"]) for m in frame["messages"]} == expected
+        assert len(frame) == len(expected) == info["rows"] and info["skipped"]["facts_not_asked"] == 0
+        assert len(sft_dataset(tmp_path / "data" / f"passage{passage.passage_id}" / "stage2_sft.parquet", tiny_tokenizer)) == len(frame)

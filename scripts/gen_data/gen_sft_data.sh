@@ -10,12 +10,13 @@
 # TOKENIZER, GEN_BACKEND (vllm on a GPU with vLLM installed, else hf; or openai with GEN_BASE_URL), GEN_TP,
 # CHUNK_TOKENS 512, OVERLAP_TOKENS 64, MAX_CHUNKS (0 = all), QUESTIONS_PER_CHUNK 5, PROPOSER
 # (json | two_step | cloze), QA_MAX_NEW_TOKENS 1024, GEN_TEMPERATURE 0, GEN_SEED 0; and
-# SUMMARY_MAX_NEW_TOKENS 512. Extra arguments go to both entry points; DRY_RUN=1 prints them.
+# SUMMARY_MAX_NEW_TOKENS 512, STAGE1_TASKS (summary,recall,continue). Extra arguments go to both entry points; DRY_RUN=1 prints them.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 gen_data_settings "$@"
 SUMMARY_MAX_NEW_TOKENS=${SUMMARY_MAX_NEW_TOKENS:-512}
+STAGE1_TASKS=${STAGE1_TASKS:-summary,recall,continue}   # stage-1 task types (recall,continue: no model writes any)
 
 run_cmd "$PYTHON" -m prepare_data.generate_mixed_data "${gen_args[@]}" --passages "$passages" \
-  --max_new_tokens "$SUMMARY_MAX_NEW_TOKENS" "${extra_args[@]}"
+  --max_new_tokens "$SUMMARY_MAX_NEW_TOKENS" --tasks "$STAGE1_TASKS" "${extra_args[@]}"
 run_cmd "$PYTHON" -m prepare_data.generate_qa "${gen_args[@]}" --passages "$passages" --format sft "${qa_args[@]}" "${extra_args[@]}"
