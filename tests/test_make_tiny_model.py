@@ -79,3 +79,34 @@ def test_chat_template_round_trips_through_verl_multiturn_dataset(tmp_path, tiny
     assert "It approved the new charter." in trained and "The mayor of the town." in trained
     assert "committee" not in trained and "Who chaired" not in trained
     assert torch.equal(input_ids, input_ids)
+
+
+@pytest.mark.slow
+def test_pretraining_on_a_world_teaches_its_questions_and_nothing_else(tmp_path):
+    """--pretrain_corpus: the model answers the corpus's own questions (known kinds) closed-book,
+    in the solver prompt the evaluation uses; its config is the deeper PRETRAINED_CONFIG."""
+    from make_tiny_model import PRETRAINED_CONFIG
+    from prepare_data import world
+    from prompts import solver_prompt
+
+    world.main(["--output_dir", str(tmp_path / "w"), "--passages", "1", "--people_per_passage", "6", "--pretrain_people", "6"])
+    corpus = tmp_path / "w" / "pretrain.jsonl"
+    build_model(tmp_path / "m", tied=True, dtype="float32", corpus_paths=[corpus], pretrain_corpus=[corpus], pretrain_epochs=150)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "m")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    assert model.config.num_hidden_layers == PRETRAINED_CONFIG["num_hidden_layers"]
+    row = json.loads(corpus.read_text().splitlines()[0])
+    right = 0
+    for qa in row["qa_pairs"]:
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": solver_prompt(row["title"], qa["Q"])}],
+                                               add_generation_prompt=True, tokenize=False)
+        inputs = tokenizer(prompt, return_tensors="pt")
+        out = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+        right += tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip() == qa["A"]
+    assert right >= 0.8 * len(row["qa_pairs"]), f"{right} of {len(row['qa_pairs'])} pretraining questions answered"
+
+
+def test_pretraining_corpus_that_does_not_exist_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="prepare_data.world"):
+        build_model(tmp_path / "m", pretrain_corpus=[tmp_path / "nope.jsonl"])
+    assert not (tmp_path / "m").exists()
