@@ -6,16 +6,17 @@
 #               refinement, round k on source k from stage2(s_k) + ALPHA * skill_{k-1} (grpo_round10.sh)
 #   4 skill     skill vector = rl - stage2(source) (calc_delta_and_save.py; several sources: the last round's)
 #   5 inherit   stage2(target) + ALPHA * skill, all targets in one pass, then evaluate them
-#               (scripts/merge_and_eval.sh)
+#               (scripts/merge_and_eval.sh); CONTROLS=1 adds two controls the same way: a random
+#               vector with the skill's per-tensor norms (analysis/random_vector.py), and -ALPHA
 #   6 eval      base, stage-2-only and passage-in-context on each target's LooGLE QA
-#   7 results   one table (scripts/show_results.py)
+#   7 results   one table (scripts/show_results.py) and the GRPO reward per step (analysis/reward_curve.py)
 #
 #   JUDGE_BACKEND=openai bash scripts/run_train_pipeline.sh              # settings below
 #   SOURCE_PASSAGES=0,5,9 TARGET_PASSAGES=1-4 LOOGLE=data/loogle/shortdep_qa.jsonl JUDGE_BACKEND=openai bash ...
 #   DRY_RUN=1 ... bash scripts/run_train_pipeline.sh                     # checks + every stage's commands
 #
 # Before any stage it needs a judge for GRPO and evaluation: one that answers at JUDGE_URL, or
-# JUDGE_BACKEND (openai | vllm | lexical) to start one (scripts/train/start_judge_server.sh, with
+# JUDGE_BACKEND (openai | vllm | lexical | exact_match) to start one (scripts/train/start_judge_server.sh, with
 # JUDGE_ARGS as its extra arguments). Without one it stops: the lexical (word-overlap) judge runs
 # only when named. It prints the disk the run will write (from the model's parameter count) and
 # refuses when the free space is clearly short (DISK_CHECK=0 skips that).
@@ -38,8 +39,9 @@ TARGET_PASSAGES=${TARGET_PASSAGES:-1-4}                  # skill-transfer target
 ALPHA=${ALPHA:-1.0}                                      # target + ALPHA * skill (and each round's start)
 GENERATOR=${GENERATOR:-$MODEL}                           # data generation (see gen_sft_data.sh --help)
 RL_PROMPTS=${RL_PROMPTS:-generated}                      # generated (QA from the generator) | loogle (the sources' own LooGLE QA)
+CONTROLS=${CONTROLS:-0}                                  # 1: also evaluate the random-vector and -ALPHA controls
 # --- the judge
-JUDGE_BACKEND=${JUDGE_BACKEND:-}                         # openai | vllm | lexical: start this judge if none answers
+JUDGE_BACKEND=${JUDGE_BACKEND:-}                         # openai | vllm | lexical | exact_match: start this judge if none answers
 JUDGE_ARGS=${JUDGE_ARGS:-}                               # extra reward_server.py arguments
 # --- where things go
 DATA_ROOT=${DATA_ROOT:-$ROOT/data}
@@ -51,6 +53,7 @@ export LOOGLE MODEL ALPHA GENERATOR RL_PROMPTS JUDGE_BACKEND DATA_ROOT CKPT_ROOT
 (($# == 0)) || usage_error "takes no arguments (settings come from the environment)"
 [[ -f "$LOOGLE" ]] || usage_error "LOOGLE=$LOOGLE does not exist: point it at a LooGLE jsonl (input, title, qa_pairs)"
 case "$RL_PROMPTS" in generated | loogle) ;; *) usage_error "RL_PROMPTS must be generated or loogle, got '$RL_PROMPTS'" ;; esac
+[[ "$CONTROLS" == 0 || "$CONTROLS" == 1 ]] || usage_error "CONTROLS must be 0 or 1, got '$CONTROLS'"
 ids="$(expand_passages "$SOURCE_PASSAGES")" || exit 2
 read -r -a sources <<< "$ids"
 ids="$(expand_passages "$TARGET_PASSAGES")" || exit 2
@@ -148,6 +151,18 @@ fi
 stage "5/7 inherit stage2(target) + $ALPHA * skill for passages ${TARGET_PASSAGES}, and evaluate"
 run env SKILL_VECTOR="$skill_vector" TARGET_PASSAGES="$TARGET_PASSAGES" MODEL_TAG=inherited \
   bash "$ROOT/scripts/merge_and_eval.sh"
+variants=(base stage2 inherited)
+if [[ "$CONTROLS" == 1 ]]; then
+  random_vector="${skill_vector%.safetensors}.random.safetensors"
+  stage "5/7 controls: stage2(target) + a random vector of the skill's per-tensor norms, and stage2(target) - $ALPHA * skill"
+  [[ -f "$random_vector" ]] || run_python "$PYTHON" -m analysis.random_vector --like "$skill_vector" --output "$random_vector"
+  run env SKILL_VECTOR="$random_vector" TARGET_PASSAGES="$TARGET_PASSAGES" MODEL_TAG=random_vector \
+    bash "$ROOT/scripts/merge_and_eval.sh"
+  run env SKILL_VECTOR="$skill_vector" ALPHA="$(awk -v a="$ALPHA" 'BEGIN { print -a }')" TARGET_PASSAGES="$TARGET_PASSAGES" MODEL_TAG=negated \
+    bash "$ROOT/scripts/merge_and_eval.sh"
+  variants+=(random_vector negated)
+fi
+variants+=(base-context)
 
 stage "6/7 evaluation of base, stage-2-only and passage-in-context on the targets' LooGLE QA"
 for p in "${targets[@]}"; do
@@ -169,7 +184,11 @@ done
 
 stage "7/7 results"
 run_python "$PYTHON" "$ROOT/scripts/show_results.py" --results_dir "$RESULTS_DIR" \
-  --variants base stage2 inherited base-context --output "$RESULTS_DIR/results.md" --csv "$RESULTS_DIR/results.csv"
+  --variants "${variants[@]}" --output "$RESULTS_DIR/results.md" --csv "$RESULTS_DIR/results.csv"
+if ((${#sources[@]} == 1)) && { [[ "$DRY_RUN" == 1 ]] || compgen -G "$grpo_dir/metrics*.jsonl" >/dev/null; }; then
+  run_python "$PYTHON" -m analysis.reward_curve "$grpo_dir"/metrics*.jsonl --output "$RESULTS_DIR/grpo_reward.png" \
+    --json "$RESULTS_DIR/grpo_reward.json"
+fi
 echo
 echo "artifacts: data $DATA_ROOT/passage{N}/ | SFT $CKPT_ROOT/passage{N}/stage{1,2}/final |" \
   "skill vector $skill_vector | inherited $CKPT_ROOT/inherited/passage{N} |" \

@@ -53,7 +53,8 @@ def runs(gpu_node):
     jobs = {
         "loogle pipeline, 2 nodes": lambda: run(REPO / "scripts/run_train_pipeline.sh", {
             **roots("loogle"), "NNODES": 2, "N_GPUS_PER_NODE": 8, "MASTER_ADDR": "10.1.2.3", "RAY_ADDRESS": "auto",
-            "JUDGE_BACKEND": "openai", "LOOGLE": REPO / "demo/corpus.jsonl", "SOURCE_PASSAGES": 0, "TARGET_PASSAGES": 1}),
+            "JUDGE_BACKEND": "openai", "LOOGLE": REPO / "demo/corpus.jsonl", "SOURCE_PASSAGES": 0, "TARGET_PASSAGES": 1,
+            "CONTROLS": 1, "ALPHA": 0.5}),
         "squad pipeline": lambda: run(GK / "run_squad_pipeline.sh", {**roots("squad"), "K": 2}),
         "grpo_round10": lambda: run(REPO / "scripts/train/grpo_round10.sh", {
             **roots("r10"), "K": 1, "SOURCE_PASSAGES": 3, "TARGET_PASSAGES": 4, "ROUNDS_DIR": tmp / "r10/rounds"}),
@@ -95,7 +96,7 @@ def test_every_driver_dry_runs_on_an_8_gpu_node_with_its_configs_validated(runs)
     assert composed == 14  # 4 + 1 LooGLE, 2 x (1 + 1) SQuAD, 1 round, 1 single, 1 + 2 SFT drivers
 
 
-def test_loogle_pipeline_on_two_nodes(runs):
+def test_loogle_pipeline_on_two_nodes(runs, gpu_node):
     """The README's two-node command: GRPO spans both nodes with the head's judge URL, rollouts
     sized to what they need; SFT on the head's GPUs; the GPU memory estimate over 16 GPUs."""
     done = runs["loogle pipeline, 2 nodes"]
@@ -108,6 +109,15 @@ def test_loogle_pipeline_on_two_nodes(runs):
     assert all(c["trainer"]["nnodes"] == 1 for label, c in cfgs.items() if label.startswith("sft"))
     assert "GPU memory estimate per GPU (7.62B parameters, FSDP over 16 GPU(s))" in done.stderr
     assert "--backend vllm" in done.stdout  # data generation: vLLM is importable here
+    tmp, _ = gpu_node
+    # CONTROLS=1: a random vector of the skill's norms, and -ALPHA x the skill, each inherited,
+    # evaluated and in the table; GRPO's reward per step plotted
+    ck, skill = str(tmp / "loogle" / "ck"), str(tmp / "loogle" / "ck" / "skill_vectors" / "sources_0")
+    assert f"analysis.random_vector --like {skill}.safetensors --output {skill}.random.safetensors" in done.stdout
+    assert f"inherit_weight.py --skill_vector {skill}.random.safetensors --alpha 0.5 --target_models {ck}/passage1/stage2/final --output_dirs {ck}/random_vector/passage1" in done.stdout
+    assert f"inherit_weight.py --skill_vector {skill}.safetensors --alpha -0.5 --target_models {ck}/passage1/stage2/final --output_dirs {ck}/negated/passage1" in done.stdout
+    assert "--variants base stage2 inherited random_vector negated base-context" in done.stdout
+    assert f"analysis.reward_curve {ck}/passage0/grpo/metrics\\*.jsonl" in done.stdout  # the glob, quoted by show_cmd
 
 
 def test_squad_pipeline_on_a_stock_gpu_node(runs, gpu_node):
