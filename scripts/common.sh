@@ -500,8 +500,8 @@ record_final() {
 }
 
 # prune_checkpoints RUN_DIR: once RUN_DIR/final is recorded, delete what only resuming needs
-# (FSDP shards, optimizer state, earlier checkpoints), keeping the final HF model, unless
-# KEEP_RESUMABLE=1. A 7B checkpoint is ~30 GB of HF weights but ~120 GB with shards and Adam state.
+# (FSDP shards, optimizer state, earlier checkpoints), keeping the final HF model, run.log and
+# GRPO's metrics*.jsonl, unless KEEP_RESUMABLE=1. A 7B checkpoint is ~30 GB of HF weights but ~120 GB with shards and Adam state.
 prune_checkpoints() {
   local run_dir="$1" final before
   [[ "$DRY_RUN" == 1 ]] && { echo "DRY_RUN: prune $run_dir to its final HF model (KEEP_RESUMABLE=${KEEP_RESUMABLE:-0})"; return; }
@@ -509,7 +509,7 @@ prune_checkpoints() {
   final="$(readlink "$run_dir/final")" || { echo "prune_checkpoints: $run_dir/final is not recorded" >&2; return 1; }
   before="$(du -sh "$run_dir" | cut -f1)"
   find "$run_dir" -mindepth 1 \( -path "$run_dir/$final" -o -path "$run_dir/final" -o -name run.log \
-    -o -name latest_checkpointed_iteration.txt \) -prune -o -type f -print0 | xargs -0r rm -f
+    -o -name latest_checkpointed_iteration.txt -o -name 'metrics*.jsonl' \) -prune -o -type f -print0 | xargs -0r rm -f
   find "$run_dir" -mindepth 1 -depth -type d -empty -delete
   run_log "$run_dir" "pruned $run_dir to its final HF model ($before -> $(du -sh "$run_dir" | cut -f1));" \
     "KEEP_RESUMABLE=1 keeps shards and optimizer state"

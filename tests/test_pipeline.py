@@ -203,6 +203,9 @@ def test_quickstart_in_a_fresh_clone_interrupted_during_grpo_then_rerun(clone, t
             row = table[(f"passage{t}", variant)]
             assert float(row["accuracy_mean"]) == pytest.approx(expected)
     assert (results / "results.md").read_text().count("passage") >= len(TARGETS)
+    # GRPO's reward per step, kept through the pruning and plotted
+    reward = json.loads((results / "grpo_reward.json").read_text())
+    assert reward["steps"] == [1, 2] and (results / "grpo_reward.png").read_bytes().startswith(b"\x89PNG")
     assert run2.stdout.strip().splitlines()[-1].startswith("What the numbers mean:")
 
 

@@ -122,7 +122,7 @@ def test_sft_rejects_bad_passage_id():
 @pytest.fixture(scope="module")
 def grpo_dry(tmp_path_factory):
     out = tmp_path_factory.mktemp("grpo_out")
-    (out / "metrics.jsonl").write_text("")  # an earlier run's metrics, kept aside
+    (out / "metrics.jsonl").write_text('{"step": 1, "data": {"critic/score/mean": 0.5}}\n')  # an earlier run's metrics, kept aside
     env = {"passage_id": "2", "DATA_DIR": "/data/passage2", "CKPT_DIR": "/ckpt/passage2", "GRPO_DIR": str(out),
            "JUDGE_URL": "http://10.1.2.3:9000", "ROLLOUT_N": "6"}
     return dry_run(TRAIN / "grpo.sh", env, args=["actor_rollout_ref.actor.clip_ratio=0.3"]), out

@@ -178,9 +178,10 @@ if [[ "$DEVICE" == gpu ]]; then
     ${GPU_MEMORY_MIB:+--gpu_memory_mib "$GPU_MEMORY_MIB"} -- "${overrides[@]}" >&2 || exit 1
 fi
 check_ray_nodes "GRPO of passage $passage_id" "$GRPO_DIR" "$(dirname "$START_MODEL")" "$(dirname "$GRPO_TRAIN_FILES")"
-# verl's file logger truncates its file (a RESUME=1 run would lose the earlier steps), and does
+# verl's file logger truncates its file (a RESUME=1 run would lose the earlier steps; an empty one,
+# from a run stopped before its first step, is just overwritten), and does
 # not make its directory.
-if [[ -e "$GRPO_DIR/metrics.jsonl" ]]; then
+if [[ -s "$GRPO_DIR/metrics.jsonl" ]]; then
   run_cmd mv "$GRPO_DIR/metrics.jsonl" "$GRPO_DIR/metrics.$(date +%s).jsonl"
 fi
 [[ "$DRY_RUN" == 1 ]] || mkdir -p "$GRPO_DIR"
