@@ -22,7 +22,7 @@ Written to --output_dir, all in LooGLE's format (input, title, qa_pairs with Q, 
 Each fact appears in several phrasings and sentence orders (Allen-Zhu & Li, "Physics of Language
 Models, Part 3.1": extraction learned on some people carries over to others only then).
 Answers are single lower-case words, so an exact-match judge grades them. Deterministic from
---seed (WORLD_SEED in the drivers); nothing is downloaded.
+--seed; nothing is downloaded.
 """
 
 import argparse
