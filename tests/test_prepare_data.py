@@ -591,8 +591,12 @@ def test_world_is_deterministic_from_its_seed_and_keeps_passages_apart(tmp_path)
             assert sum(line.count(person["name"]) for line in row["input"].splitlines()) == 3 * 6  # 3 bios x 6 facts
         assert {qa["type"] for qa in row["qa_pairs"]} == set(world.SKILL_KINDS)
         assert all(qa["A"] in qa["S"] and qa["A"] in row["input"] and len(qa["A"].split()) == 1 for qa in row["qa_pairs"])
-    for row in pretrain:
-        assert {qa["type"] for qa in row["qa_pairs"]} == set(world.KNOWN_KINDS)
+    # pretraining: every person's known kinds; the skill kinds only for --pretrain_skill_share of them
+    for share, kinds in ((0, world.KNOWN_KINDS), (1, world.KNOWN_KINDS + world.SKILL_KINDS)):
+        for row in write_world(tmp_path / f"share{share}", 0, "--pretrain_skill_share", str(share))[1]:
+            assert {qa["type"] for qa in row["qa_pairs"]} == set(kinds)
+    asked = [{qa["type"] for qa in row["qa_pairs"]} for row in pretrain]
+    assert all(set(world.KNOWN_KINDS) <= kinds for kinds in asked)
 
 
 def test_world_refuses_impossible_sizes_before_writing(tmp_path, capsys):
@@ -600,7 +604,10 @@ def test_world_refuses_impossible_sizes_before_writing(tmp_path, capsys):
         world.main(["--output_dir", str(tmp_path / "w"), "--people_per_passage", "0"])
     with pytest.raises(SystemExit):
         world.main(["--output_dir", str(tmp_path / "w"), "--pretrain_people", "1000000"])
-    assert "distinct names" in capsys.readouterr().err and not (tmp_path / "w").exists()
+    with pytest.raises(SystemExit):
+        world.main(["--output_dir", str(tmp_path / "w"), "--pretrain_skill_share", "1.5"])
+    err = capsys.readouterr().err
+    assert "distinct names" in err and "a share, from 0 to 1" in err and not (tmp_path / "w").exists()
 
 
 def test_world_proposer_asks_each_known_fact_once_read_by_verl(tokenizer_only, tiny_tokenizer, tmp_path):
