@@ -183,22 +183,18 @@ def _prompt_texts():
 def pretraining_sequences(tokenizer, corpus_paths):
     """[(token ids, loss mask)]: every paragraph of every row's `input` (loss on all of it), and
     every QA pair as the solver prompt in the chat template answered by A (loss on the answer)."""
+    from prepare_data.passages import load_passages
     from prompts import solver_prompt
 
     sequences, eos = [], tokenizer.eos_token_id
     for path in corpus_paths:
-        with open(path, encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-        for row in rows:
-            for paragraph in row["input"].split("\n"):
+        for passage in load_passages(path):
+            for paragraph in passage.text.split("\n"):
                 if paragraph.strip():
                     ids = tokenizer(paragraph.strip())["input_ids"] + [eos]
                     sequences.append((ids, [1] * len(ids)))
-            qa_pairs = row.get("qa_pairs") or []
-            if isinstance(qa_pairs, str):
-                qa_pairs = ast.literal_eval(qa_pairs)
-            for qa in qa_pairs:
-                messages = [{"role": "user", "content": solver_prompt(row["title"], qa["Q"])}]
+            for qa in passage.qa_pairs:
+                messages = [{"role": "user", "content": solver_prompt(passage.title, qa["Q"])}]
                 prompt = tokenizer(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))["input_ids"]
                 answer = tokenizer(qa["A"])["input_ids"] + [eos]
                 sequences.append((prompt + answer, [0] * len(prompt) + [1] * len(answer)))
